@@ -1,0 +1,18 @@
+//! Reader layer of cgleak: knows files, not verdicts.
+//!
+//! Every reader takes a [`HostPaths`] and reads relative to it, so the same code
+//! reads this host (`/`), a host mounted into a container (`/host`), or a fixture
+//! tree in a test. Errors carry the path they concern; a cgroup that vanished
+//! while it was read is not an error but [`ReadError::is_gone`].
+
+pub mod cgroupfs;
+pub mod error;
+pub mod host;
+pub mod kubelet;
+pub mod mountinfo;
+pub mod procfs;
+pub mod slab;
+pub mod versions;
+
+pub use error::ReadError;
+pub use host::HostPaths;
