@@ -1,1 +1,101 @@
-fn main(){}
+//! The `cgleak` command line: the front end over the model and action layers.
+
+mod cmd_check;
+mod cmd_probe;
+mod cmd_status;
+mod exit;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use cgleak_readers::HostPaths;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0   healthy (check), success (status, probe)
+  1   runtime error (a file could not be read, ...)
+  2   usage error (bad flag or value)
+  3   at_risk or leaking (check)
+  4   exhausted: no memcg ID left (check; probe when mkdir fails for lack of IDs)
+  77  not permitted (run as root, or mount the host with --host-root)
+
+Examples:
+  cgleak status                       census of memory cgroups on this host
+  cgleak check --output json          verdict, findings and remedies as JSON
+  cgleak probe --count 500            prove 500 memcgs can still be created
+  cgleak --host-root /host status     from a container with the host's / at /host";
+
+#[derive(Parser, Debug)]
+#[command(name = "cgleak", version, about = "Find and explain memory-cgroup (memcg) leaks and ID exhaustion on Linux and Kubernetes nodes", after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Where the host's / is visible: /proc, /sys, the cgroup mounts and
+    /// /var/lib/kubelet are read under it (e.g. /host in a DaemonSet pod).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// The kubelet's --root-dir, as seen by cgleak [default: <host-root>/var/lib/kubelet].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub kubelet_root_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Census of memcgs: live, dying, IDs in use, headroom, kmem, slab, kubepods.
+    #[command(after_help = "Examples:\n  cgleak status\n  cgleak status --output json | jq .memcg.headroom\n  cgleak --host-root /host status")]
+    Status(cmd_status::StatusArgs),
+    /// Verdict (healthy, at_risk, leaking, exhausted) with evidence and ranked remedies.
+    #[command(after_help = "Exit codes: 0 healthy, 3 at_risk or leaking, 4 exhausted, 1 error, 2 usage, 77 not permitted.\n\nExamples:\n  cgleak check\n  cgleak check --output json | jq -r .verdict")]
+    Check(cmd_check::CheckArgs),
+    /// Create and remove N memcgs under a scratch parent to prove headroom.
+    #[command(after_help = "Exit codes: 0 all N created and removed, 4 mkdir failed for lack of IDs \
+(ENOSPC, ENOMEM or EBUSY), 1 other error, 77 not permitted.\n\nExamples:\n  cgleak probe\n  cgleak probe --count 2000 --output json")]
+    Probe(cmd_probe::ProbeArgs),
+}
+
+impl GlobalArgs {
+    pub fn host(&self) -> Result<HostPaths, exit::Failure> {
+        if !self.host_root.is_dir() {
+            return Err(exit::Failure::usage(format!("--host-root {}: not a directory", self.host_root.display())));
+        }
+        let mut h = HostPaths::new(&self.host_root);
+        if let Some(k) = &self.kubelet_root_dir {
+            h = h.with_kubelet_root(k);
+        }
+        Ok(h)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.command {
+        Command::Status(a) => cmd_status::run(&cli.global, a),
+        Command::Check(a) => cmd_check::run(&cli.global, a),
+        Command::Probe(a) => cmd_probe::run(&cli.global, a),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("cgleak: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,1 +1,7 @@
+//! Model layer of cgleak: knows memcgs. Kernel eras, the census, the kubepods tree,
+//! and the verdict of `check`. Reads through cgleak-readers; changes nothing.
 
+pub mod census;
+pub mod era;
+pub mod kubepods;
+pub mod verdict;

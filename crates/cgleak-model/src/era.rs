@@ -1,0 +1,1572 @@
+//! Kernel eras: what a kernel release (`uname -r`) means for memcg IDs, for counting
+//! dying memcgs and for kmem accounting.
+//!
+//! Every answer comes from /work/shared/KERNEL-FACTS.md (cited as "facts §N") or from
+//! the kernel commit named next to it. A release that cannot be placed in one era with
+//! confidence still gets an answer, the nearest *safe* one, with `exact == false` and a
+//! note saying why: this module never fails and never panics.
+//!
+//! Boundaries (facts §1):
+//! - 3.10: css_id, dying memcgs keep their IDs, ENOSPC.
+//! - RHEL/CentOS 7 (3.10.0-*.el7): private mem_cgroup_idr, dying memcgs keep their IDs, ENOMEM.
+//! - 4.0 .. 4.6: css->id, dying memcgs keep their IDs, ENOSPC; 4.4.y with the stable
+//!   backport of 73f576c04b94 behaves like 4.7.
+//! - 4.7 .. 5.4.40: memcg->id with a refcount (73f576c04b94), released at offline, ENOMEM.
+//! - 5.4.41 .. 6.11: same IDs, ENOSPC (11d6761218d1).
+//! - 6.12+: xarray IDs, EBUSY.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The newest kernel the facts were checked on (6.18 host, facts §1 "measured").
+const NEWEST_KNOWN: (u32, u32) = (6, 18);
+
+/// 4.4.y: Michal Hocko's stable-4.4 backport of 73f576c04b94 (posted 2016-08-12/15) was
+/// in linux-4.4.y stable-rc on 2016-08-15, so 4.4.17 (2016-08-10) and older lack it ...
+const BACKPORT_44_ABSENT_MAX: u32 = 17;
+/// ... and 4.4.20 (2016-09-07) and later carry it; 4.4.18 and 4.4.19 are not pinned down.
+const BACKPORT_44_PRESENT_MIN: u32 = 20;
+
+/// 5.4.y: 11d6761218d1 ("mm, memcg: fix error return value of mem_cgroup_css_alloc()")
+/// was in the 5.4.41 stable release (2020-05-14): ENOSPC from 5.4.41, ENOMEM before.
+const ERRNO_FIX_54_MIN: u32 = 41;
+/// 5.6.y: the same commit went into 5.6.13 (review 2020-05-13, "[PATCH 5.6 113/118]").
+const ERRNO_FIX_56_MIN: u32 = 13;
+
+/// Ubuntu xenial "4.4.0-N": N <= 31 was built before 4.4.y got the 73f576c04b94 backport
+/// (4.4.0-21 is the 16.04 GA kernel, upstream 4.4.6; -31 shipped in July 2016) ...
+const UBUNTU_44_ABSENT_MAX_ABI: u32 = 31;
+/// ... and N >= 62 (early 2017) is well past 4.4.20. Between the two: not pinned down.
+const UBUNTU_44_PRESENT_MIN_ABI: u32 = 62;
+/// Ubuntu focal "5.4.0-N": N <= 31 shipped in May 2020, before Ubuntu could pick up 5.4.41 ...
+const UBUNTU_54_ABSENT_MAX_ABI: u32 = 31;
+/// ... and N >= 60 (2021) carries 5.4.7x or later. Between the two: not pinned down.
+const UBUNTU_54_PRESENT_MIN_ABI: u32 = 60;
+
+// ---------------------------------------------------------------------------------------
+// Releases
+// ---------------------------------------------------------------------------------------
+
+/// Who built the kernel, as far as the release string tells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distro {
+    /// RHEL/CentOS 7 (".el7" in the release).
+    El7,
+    /// Debian: "4.19.0-25-amd64", "6.12.117+deb12-cloud-amd64", backports "+bpo".
+    Debian,
+    /// Ubuntu: "5.4.0-150-generic", "-aws", "-azure", ...
+    Ubuntu,
+    /// An upstream release with no vendor suffix ("6.6.30", "6.10.0-rc3").
+    Vanilla,
+    /// Anything else ("6.18.44-fc-v669", "4.18.0-348.el8.x86_64", "6.5.6-300.fc39.x86_64").
+    Other,
+}
+
+impl Distro {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Distro::El7 => "el7",
+            Distro::Debian => "debian",
+            Distro::Ubuntu => "ubuntu",
+            Distro::Vanilla => "vanilla",
+            Distro::Other => "other",
+        }
+    }
+}
+
+/// A parsed kernel release string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelRelease {
+    /// As read, surrounding whitespace removed: "3.10.0-957.27.2.el7.x86_64".
+    pub raw: String,
+    pub major: u32,
+    pub minor: u32,
+    /// The third number of the string. Debian ("4.19.0-25-amd64"), Ubuntu ("5.4.0-150-generic")
+    /// and RHEL put 0 here whatever the upstream patch level: see [`KernelEra::from_release_with_hint`].
+    pub patch: u32,
+    /// RHEL/CentOS 7 build: "3.10.0-957.27.2.el7" -> [957, 27, 2]; "3.10.0-1160.el7" -> [1160].
+    pub el7_build: Option<Vec<u32>>,
+    pub distro: Distro,
+}
+
+/// A release string that is not `MAJOR.MINOR[.PATCH][suffix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseError {
+    /// The string as given.
+    pub input: String,
+    /// What was wrong with it.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kernel release {:?}: {}", self.input, self.reason)
+    }
+}
+
+impl std::error::Error for ReleaseError {}
+
+const EXPECTED_FORMAT: &str = "expected MAJOR.MINOR[.PATCH] and an optional suffix, such as \"6.1.0-13-amd64\"";
+
+/// The numeric head of a release string and what follows it.
+struct Split<'a> {
+    major: u32,
+    minor: u32,
+    patch: Option<u32>,
+    suffix: &'a str,
+}
+
+/// Leading decimal digits of `s`: (value, rest). None when `s` does not start with a digit.
+fn leading_number(s: &str) -> Option<Result<(u32, &str), ()>> {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if end == 0 {
+        return None;
+    }
+    Some(s[..end].parse::<u32>().map(|n| (n, &s[end..])).map_err(|_| ()))
+}
+
+fn split_release(s: &str) -> Result<Split<'_>, &'static str> {
+    if s.is_empty() {
+        return Err("empty string; expected MAJOR.MINOR[.PATCH]");
+    }
+    let (major, rest) = match leading_number(s) {
+        Some(Ok(v)) => v,
+        Some(Err(())) => return Err("version number too large"),
+        None => return Err(EXPECTED_FORMAT),
+    };
+    let rest = rest.strip_prefix('.').ok_or(EXPECTED_FORMAT)?;
+    let (minor, rest) = match leading_number(rest) {
+        Some(Ok(v)) => v,
+        Some(Err(())) => return Err("version number too large"),
+        None => return Err(EXPECTED_FORMAT),
+    };
+    if let Some(after_dot) = rest.strip_prefix('.') {
+        match leading_number(after_dot) {
+            Some(Ok((patch, suffix))) => return Ok(Split { major, minor, patch: Some(patch), suffix }),
+            Some(Err(())) => return Err("version number too large"),
+            // "5.4.foo": no patch level, the rest is a suffix.
+            None => {}
+        }
+    }
+    Ok(Split { major, minor, patch: None, suffix: rest })
+}
+
+/// True when `raw` carries RHEL 7's ".el7" tag (not Oracle's ".el7uek").
+fn has_el7_tag(raw: &str) -> bool {
+    raw.match_indices(".el7").any(|(i, m)| matches!(raw[i + m.len()..].chars().next(), None | Some('.') | Some('_')))
+}
+
+/// The distro ABI or build number right after "X.Y.Z-": "4.19.0-25-amd64" -> 25,
+/// "5.4.0-150-generic" -> 150, "4.18.0-348.el8" -> 348.
+fn abi_number(suffix: &str) -> Option<u32> {
+    let rest = suffix.strip_prefix('-')?;
+    let (n, after) = leading_number(rest)?.ok()?;
+    matches!(after.chars().next(), None | Some('-') | Some('.')).then_some(n)
+}
+
+/// The flavour after "-ABI-": "-25-cloud-amd64" -> "cloud-amd64".
+fn flavour(suffix: &str) -> Option<&str> {
+    let rest = suffix.strip_prefix('-')?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+    if digits == 0 {
+        return None;
+    }
+    rest[digits..].strip_prefix('-')
+}
+
+/// Debian kernel flavours end with an architecture ("amd64", "cloud-amd64", "rt-arm64", "686-pae").
+const DEBIAN_ARCHES: [&str; 16] = [
+    "amd64", "arm64", "armmp", "armmp-lpae", "686", "686-pae", "ppc64el", "ppc64", "s390x", "marvell", "rpi", "octeon",
+    "riscv64", "powerpc64le", "mips64r2el", "loongson-3",
+];
+
+/// Ubuntu kernel flavours start with one of these ("generic", "generic-lpae", "aws", "azure-fde").
+const UBUNTU_FLAVOURS: [&str; 22] = [
+    "generic", "lowlatency", "aws", "azure", "gcp", "gke", "gkeop", "oracle", "kvm", "raspi", "raspi2", "ibm", "oem",
+    "nvidia", "realtime", "intel", "xilinx", "fips", "bluefield", "virtual", "server", "snapdragon",
+];
+
+fn detect_distro(raw: &str, suffix: &str) -> Distro {
+    if has_el7_tag(raw) {
+        return Distro::El7;
+    }
+    let lower = suffix.to_ascii_lowercase();
+    if lower.contains("+deb") || lower.contains("bpo") || lower.contains(".deb1") {
+        return Distro::Debian;
+    }
+    if let Some(fl) = flavour(suffix) {
+        if DEBIAN_ARCHES.iter().any(|a| fl == *a || fl.ends_with(&format!("-{a}"))) {
+            return Distro::Debian;
+        }
+        let first = fl.split('-').next().unwrap_or("");
+        if UBUNTU_FLAVOURS.contains(&first) {
+            return Distro::Ubuntu;
+        }
+    }
+    let rc = suffix.trim_end_matches('+');
+    let is_rc = rc.strip_prefix("-rc").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    if rc.is_empty() || is_rc {
+        return Distro::Vanilla;
+    }
+    Distro::Other
+}
+
+/// "957.27.2.el7.x86_64" -> [957, 27, 2]. None when a part is not a number.
+fn parse_el7_build(suffix: &str) -> Option<Vec<u32>> {
+    let rest = suffix.strip_prefix('-')?;
+    let end = rest.find(".el7")?;
+    let parts: Option<Vec<u32>> = rest[..end].split('.').map(|p| p.parse::<u32>().ok()).collect();
+    parts.filter(|v| !v.is_empty())
+}
+
+impl KernelRelease {
+    /// Parse `uname -r` / /proc/sys/kernel/osrelease. Surrounding whitespace is ignored.
+    pub fn parse(s: &str) -> Result<KernelRelease, ReleaseError> {
+        let raw = s.trim();
+        let split = split_release(raw).map_err(|reason| ReleaseError { input: s.to_string(), reason })?;
+        let distro = detect_distro(raw, split.suffix);
+        let patch = split.patch.unwrap_or(0);
+        let el7_build = if distro == Distro::El7 && (split.major, split.minor, patch) == (3, 10, 0) {
+            parse_el7_build(split.suffix)
+        } else {
+            None
+        };
+        Ok(KernelRelease { raw: raw.to_string(), major: split.major, minor: split.minor, patch, el7_build, distro })
+    }
+
+    /// `major.minor.patch >= (major, minor, patch)` on the numbers of the string (a distro's
+    /// placeholder patch 0 included).
+    pub fn at_least(&self, major: u32, minor: u32, patch: u32) -> bool {
+        (self.major, self.minor, self.patch) >= (major, minor, patch)
+    }
+
+    /// True when the string wrote a patch level ("5.4.0"), false for "5.4".
+    fn patch_written(&self) -> bool {
+        split_release(&self.raw).map(|s| s.patch.is_some()).unwrap_or(true)
+    }
+
+    /// Distro ABI/build number after "X.Y.Z-", if any.
+    fn abi(&self) -> Option<u32> {
+        split_release(&self.raw).ok().and_then(|s| abi_number(s.suffix))
+    }
+}
+
+/// The upstream version a distro kernel is built from, read from a hint the kernel
+/// exposes next to its release:
+/// - Ubuntu /proc/version_signature: "Ubuntu 5.4.0-150.167-generic 5.4.233" -> (5, 4, 233);
+/// - Debian /proc/version or `uname -v`: "... #1 SMP Debian 4.19.289-2 (2023-08-08)" -> (4, 19, 289).
+pub fn upstream_version_from_hint(hint: &str) -> Option<(u32, u32, u32)> {
+    fn full_version(tok: &str) -> Option<(u32, u32, u32)> {
+        let s = split_release(tok).ok()?;
+        Some((s.major, s.minor, s.patch?))
+    }
+    let hint = hint.trim();
+    if hint.starts_with("Ubuntu ") {
+        return hint.split_whitespace().last().and_then(full_version);
+    }
+    // The last "Debian " is the package version; an earlier one may be the compiler's.
+    let (i, m) = hint.rmatch_indices("Debian ").next()?;
+    hint[i + m.len()..].split_whitespace().next().and_then(full_version)
+}
+
+// ---------------------------------------------------------------------------------------
+// Eras and their answers
+// ---------------------------------------------------------------------------------------
+
+/// The memcg-ID era of a kernel (facts §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EraId {
+    /// 3.x vanilla: css_id (kernel/cgroup.c get_new_cssid); dying memcgs keep IDs; ENOSPC.
+    #[serde(rename = "3.10")]
+    Linux310,
+    /// RHEL/CentOS 7: private mem_cgroup_idr, freed only in __mem_cgroup_free; ENOMEM.
+    #[serde(rename = "3.10-el7")]
+    El7,
+    /// 4.0 .. 4.6 (4.4.y without the backport): css->id; dying memcgs keep IDs; ENOSPC.
+    #[serde(rename = "4.0-4.6")]
+    Linux40To46,
+    /// 4.7 .. 5.4.40 (and 4.4.y with the backport): memcg->id refcount (73f576c04b94); ENOMEM.
+    #[serde(rename = "4.7-5.4.40")]
+    Linux47To5440,
+    /// 5.4.41 .. 6.11: same IDs, ENOSPC (11d6761218d1).
+    #[serde(rename = "5.4.41-6.11")]
+    Linux5441To611,
+    /// 6.12+: xarray IDs; EBUSY (measured on 6.12 and 6.18).
+    #[serde(rename = "6.12+")]
+    Linux612Plus,
+}
+
+impl EraId {
+    pub const ALL: [EraId; 6] =
+        [EraId::Linux310, EraId::El7, EraId::Linux40To46, EraId::Linux47To5440, EraId::Linux5441To611, EraId::Linux612Plus];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EraId::Linux310 => "3.10",
+            EraId::El7 => "3.10-el7",
+            EraId::Linux40To46 => "4.0-4.6",
+            EraId::Linux47To5440 => "4.7-5.4.40",
+            EraId::Linux5441To611 => "5.4.41-6.11",
+            EraId::Linux612Plus => "6.12+",
+        }
+    }
+}
+
+/// What `mkdir` of a memory cgroup returns when the memcg ID space is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Errno {
+    ENOSPC,
+    ENOMEM,
+    EBUSY,
+}
+
+impl Errno {
+    pub const ALL: [Errno; 3] = [Errno::ENOSPC, Errno::ENOMEM, Errno::EBUSY];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Errno::ENOSPC => "ENOSPC",
+            Errno::ENOMEM => "ENOMEM",
+            Errno::EBUSY => "EBUSY",
+        }
+    }
+
+    /// strerror(3) text, as `mkdir` prints it (lower case).
+    pub fn message(self) -> &'static str {
+        match self {
+            Errno::ENOSPC => "no space left on device",
+            Errno::ENOMEM => "cannot allocate memory",
+            Errno::EBUSY => "device or resource busy",
+        }
+    }
+
+    /// Linux errno number (all architectures cgleak runs on).
+    pub fn raw(self) -> i32 {
+        match self {
+            Errno::ENOSPC => 28,
+            Errno::ENOMEM => 12,
+            Errno::EBUSY => 16,
+        }
+    }
+
+    pub fn from_raw(code: i32) -> Option<Errno> {
+        Errno::ALL.into_iter().find(|e| e.raw() == code)
+    }
+}
+
+/// How the number of dying memcgs can be read on this kernel and hierarchy (facts §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DyingCountMethod {
+    /// No file counts them (v1 on 3.10; v2 before 4.14).
+    NotCountable,
+    /// v1: /proc/cgroups num_cgroups(memory) minus the directories of the hierarchy.
+    ProcCgroupsMinusLive,
+    /// v2 6.12+: root cgroup.stat nr_dying_subsys_memory, the exact count.
+    NrDyingSubsysMemory,
+    /// v2 4.14+: root cgroup.stat nr_dying_descendants (dying cgroups of any controller).
+    NrDyingDescendants,
+}
+
+impl DyingCountMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DyingCountMethod::NotCountable => "not_countable",
+            DyingCountMethod::ProcCgroupsMinusLive => "proc_cgroups_minus_live",
+            DyingCountMethod::NrDyingSubsysMemory => "nr_dying_subsys_memory",
+            DyingCountMethod::NrDyingDescendants => "nr_dying_descendants",
+        }
+    }
+}
+
+/// What v1 memory.move_charge_at_immigrate does (facts §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveCharge {
+    /// Before 6.3: charges move with the mm owner.
+    Works,
+    /// 6.3 .. 6.12: still works, logs a deprecation warning.
+    Deprecated,
+    /// 6.13+: reads 0, any non-zero write fails with EINVAL (measured on 6.18).
+    Einval,
+}
+
+impl MoveCharge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveCharge::Works => "works",
+            MoveCharge::Deprecated => "deprecated",
+            MoveCharge::Einval => "einval",
+        }
+    }
+}
+
+/// Where per-memcg slab caches show up in sysfs (facts §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlabNaming {
+    /// 3.10: top-level /sys/kernel/slab entries "<cache>(<kmemcg_id>:<cgroup name>)".
+    TopLevel310,
+    /// 4.0 .. 5.8: /sys/kernel/slab/<root cache>/cgroup/<cache>(<css serial>:<name>).
+    CgroupSubdir,
+    /// 5.9+: slab is charged through obj_cgroup; there are no per-memcg caches.
+    None,
+}
+
+impl SlabNaming {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlabNaming::TopLevel310 => "top_level310",
+            SlabNaming::CgroupSubdir => "cgroup_subdir",
+            SlabNaming::None => "none",
+        }
+    }
+}
+
+/// What a write to v1 memory.kmem.limit_in_bytes does (facts §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KmemLimitWrite {
+    /// 3.10, 4.0 .. 4.5: the first write of a limited value switches kmem accounting on for
+    /// good (only while the cgroup has no tasks and no children, else EBUSY); children inherit it.
+    Enables,
+    /// 4.6 .. 5.15: accounting is already on; the write only sets a limit (5.4+ also warns).
+    SetsLimit,
+    /// 5.16 .. 6.0: setting a limit is rejected.
+    Rejected,
+    /// 6.1+: the file is a no-op that logs "kmem.limit_in_bytes is deprecated" (measured on 6.18).
+    NoOpWarns,
+}
+
+impl KmemLimitWrite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KmemLimitWrite::Enables => "enables",
+            KmemLimitWrite::SetsLimit => "sets_limit",
+            KmemLimitWrite::Rejected => "rejected",
+            KmemLimitWrite::NoOpWarns => "no_op_warns",
+        }
+    }
+}
+
+/// Everything cgleak assumes about a kernel, with the reasons where it is not sure.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelEra {
+    pub release: KernelRelease,
+    pub id: EraId,
+    /// Dying memcgs keep their memcg ID until freed (3.10, el7, 4.0 .. 4.6).
+    pub dying_hold_ids: bool,
+    /// Swap entries (swapped-out shmem) can pin a dying memcg's ID: kernels with the
+    /// id refcount of 73f576c04b94. Before it, dying memcgs keep their IDs anyway.
+    pub swap_pins_ids: bool,
+    /// Most likely errno of mkdir when the ID space is full.
+    pub mkdir_errno_when_full: Errno,
+    /// Other errnos this kernel may return instead, when the facts do not pin it down
+    /// (vendor or stable backports). Empty when the answer is certain.
+    pub mkdir_errno_alternatives: Vec<Errno>,
+    /// v1 kmem accounting starts only after a write to memory.kmem.limit_in_bytes
+    /// (3.10, 4.0 .. 4.5); 4.6+ accounts kmem in every v1 memcg.
+    pub kmem_opt_in: bool,
+    /// The cgroup.memory=nokmem boot parameter exists: upstream 4.5+, RHEL7 3.10.0-1062+.
+    pub nokmem_supported: bool,
+    pub move_charge: MoveCharge,
+    /// /proc/cgroups num_cgroups still counts dying cgroups (4.x+); 3.10 drops them at rmdir.
+    pub proc_cgroups_counts_dying: bool,
+    /// v2 cgroup.stat has nr_dying_descendants (4.14+).
+    pub has_nr_dying_descendants: bool,
+    /// v2 cgroup.stat has nr_subsys_<ss> and nr_dying_subsys_<ss> (6.12+).
+    pub has_nr_dying_subsys: bool,
+    /// v2 memory.reclaim exists (5.19+).
+    pub has_memory_reclaim: bool,
+    pub kmem_limit_write: KmemLimitWrite,
+    /// A write to memory.kmem.limit_in_bytes logs a deprecation warning (5.4 .. 5.15, 6.1+).
+    pub kmem_limit_write_warns: bool,
+    pub slab_naming: SlabNaming,
+    /// Per-memcg slab caches appear in sysfs only with slub_memcg_sysfs=1 or
+    /// CONFIG_SLUB_MEMCG_SYSFS_ON (4.14 .. 5.8).
+    pub slab_memcg_sysfs_opt_in: bool,
+    /// False when the release could not be placed in one era with confidence (unparseable,
+    /// newer than the facts, or a distro ABI number hiding the patch level across an era
+    /// boundary): the answers are then the nearest safe ones. Doubt about a single errno
+    /// within a known era is carried by `mkdir_errno_alternatives` instead.
+    pub exact: bool,
+    /// Plain-English caveats, each citing the fact or commit behind it.
+    pub notes: Vec<String>,
+}
+
+/// Yes / no / not pinned down: the state of a backport on a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backport {
+    Present,
+    Absent,
+    Unsure,
+}
+
+/// What is known of the upstream patch level behind a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatchLevel {
+    Known(u32),
+    /// Ubuntu "X.Y.0-N-flavour": only the ABI number N is known.
+    UbuntuAbi(u32),
+    /// A placeholder 0 (Debian, RHEL, other vendors) or no patch written ("5.4").
+    Unknown,
+}
+
+impl PatchLevel {
+    fn backport(self, min_patch: u32, absent_max_patch: u32, ubuntu_absent_max: Option<u32>, ubuntu_present_min: Option<u32>) -> Backport {
+        match self {
+            PatchLevel::Known(p) if p >= min_patch => Backport::Present,
+            PatchLevel::Known(p) if p <= absent_max_patch => Backport::Absent,
+            PatchLevel::UbuntuAbi(n) if ubuntu_absent_max.is_some_and(|m| n <= m) => Backport::Absent,
+            PatchLevel::UbuntuAbi(n) if ubuntu_present_min.is_some_and(|m| n >= m) => Backport::Present,
+            _ => Backport::Unsure,
+        }
+    }
+}
+
+fn ver_ge(r: &KernelRelease, major: u32, minor: u32) -> bool {
+    (r.major, r.minor) >= (major, minor)
+}
+
+fn ver_le(r: &KernelRelease, major: u32, minor: u32) -> bool {
+    (r.major, r.minor) <= (major, minor)
+}
+
+impl KernelEra {
+    /// The era of a parsed release.
+    pub fn from_release(r: KernelRelease) -> KernelEra {
+        KernelEra::from_release_with_hint(r, None)
+    }
+
+    /// The era of a release string. Never fails: an unparseable string gets the nearest
+    /// safe answer (dying memcgs may keep IDs, nothing countable) with `exact == false`.
+    pub fn from_release_str(s: &str) -> KernelEra {
+        match KernelRelease::parse(s) {
+            Ok(r) => KernelEra::from_release(r),
+            Err(e) => KernelEra::unknown_release(s.trim(), &e),
+        }
+    }
+
+    /// Like [`KernelEra::from_release`], with the upstream version read from
+    /// /proc/version_signature (Ubuntu) or /proc/version (Debian) when given: distro
+    /// releases write 0 as the patch level, which hides the 4.4.y and 5.4.y boundaries.
+    pub fn from_release_with_hint(r: KernelRelease, upstream_hint: Option<&str>) -> KernelEra {
+        let mut notes: Vec<String> = Vec::new();
+        let patch = patch_level(&r, upstream_hint, &mut notes);
+        let (id, exact, alternatives) = classify(&r, patch, &mut notes);
+        KernelEra::with_answers(r, id, exact, alternatives, notes)
+    }
+
+    /// True when mkdir may fail with `e` on this kernel when the ID space is full.
+    pub fn mkdir_errno_possible(&self, e: Errno) -> bool {
+        self.mkdir_errno_when_full == e || self.mkdir_errno_alternatives.contains(&e)
+    }
+
+    /// How dying memcgs can be counted here (facts §2).
+    pub fn dying_count_method(&self, memory_on_v2: bool, has_nr_dying_subsys_file: bool) -> DyingCountMethod {
+        if !memory_on_v2 {
+            // v1 has no dying-count file (cgroup1_base_files); 3.10 /proc/cgroups forgets dying cgroups at rmdir.
+            return if self.proc_cgroups_counts_dying {
+                DyingCountMethod::ProcCgroupsMinusLive
+            } else {
+                DyingCountMethod::NotCountable
+            };
+        }
+        if has_nr_dying_subsys_file {
+            // 6.12+ cgroup.stat nr_dying_subsys_memory: trust the file over the release string.
+            DyingCountMethod::NrDyingSubsysMemory
+        } else if self.has_nr_dying_descendants {
+            // 4.14+ cgroup.stat nr_dying_descendants counts dying cgroups of every controller.
+            DyingCountMethod::NrDyingDescendants
+        } else {
+            DyingCountMethod::NotCountable
+        }
+    }
+
+    /// Fill in every answer that follows from the version and the era.
+    fn with_answers(r: KernelRelease, id: EraId, exact: bool, alternatives: Vec<Errno>, notes: Vec<String>) -> KernelEra {
+        let v3 = r.major < 4;
+        // 3.10 and 4.0 .. 4.5: accounting on the first write to memory.kmem.limit_in_bytes (facts §3);
+        // 4.6 turned it on for every v1 memcg.
+        let kmem_opt_in = v3 || ver_le(&r, 4, 5);
+        let nokmem_supported = if id == EraId::El7 {
+            // RHEL7 backported cgroup.memory=nokmem in 3.10.0-1062 (facts §3).
+            r.el7_build.as_ref().and_then(|b| b.first()).is_some_and(|b| *b >= 1062)
+        } else {
+            // Upstream 4.5+; absent in 4.4.178 (facts §3).
+            ver_ge(&r, 4, 5)
+        };
+        let move_charge = if !ver_ge(&r, 6, 3) {
+            MoveCharge::Works
+        } else if ver_le(&r, 6, 12) {
+            // Deprecated in 6.3 with a warning, still works up to 6.12 (facts §5).
+            MoveCharge::Deprecated
+        } else {
+            // 6.13+: non-zero writes fail with EINVAL (measured on 6.18, facts §5).
+            MoveCharge::Einval
+        };
+        let kmem_limit_write = if kmem_opt_in {
+            KmemLimitWrite::Enables
+        } else if ver_le(&r, 5, 15) {
+            KmemLimitWrite::SetsLimit
+        } else if ver_le(&r, 6, 0) {
+            // 5.16 rejects kmem limits (facts §3).
+            KmemLimitWrite::Rejected
+        } else {
+            // 6.1, 6.6+: no-op with a warning (facts §3).
+            KmemLimitWrite::NoOpWarns
+        };
+        // Warning on write in 5.4/5.10, and the 6.1+ no-op warns (facts §3).
+        let kmem_limit_write_warns = (ver_ge(&r, 5, 4) && ver_le(&r, 5, 15)) || ver_ge(&r, 6, 1);
+        let slab_naming = if v3 {
+            SlabNaming::TopLevel310
+        } else if ver_le(&r, 5, 8) {
+            SlabNaming::CgroupSubdir
+        } else {
+            // 5.9+: obj_cgroup, no per-memcg caches (facts §2, §3).
+            SlabNaming::None
+        };
+        let dying_hold_ids = matches!(id, EraId::Linux310 | EraId::El7 | EraId::Linux40To46);
+        KernelEra {
+            id,
+            dying_hold_ids,
+            swap_pins_ids: !dying_hold_ids,
+            mkdir_errno_when_full: era_errno(id),
+            mkdir_errno_alternatives: alternatives,
+            kmem_opt_in,
+            nokmem_supported,
+            move_charge,
+            // 4.x+: num_cgroups is decremented only when the cgroup is freed (cgroup-v1.c proc_cgroupstats_show).
+            proc_cgroups_counts_dying: !v3,
+            // cgroup.stat nr_dying_descendants: 4.14+ (facts §2).
+            has_nr_dying_descendants: ver_ge(&r, 4, 14),
+            // cgroup.stat nr_dying_subsys_<ss>: 6.12+ (facts §2).
+            has_nr_dying_subsys: ver_ge(&r, 6, 12),
+            // memory.reclaim: 5.19+ (facts §4).
+            has_memory_reclaim: ver_ge(&r, 5, 19),
+            kmem_limit_write,
+            kmem_limit_write_warns,
+            slab_naming,
+            // slub_memcg_sysfs=1 needed from 4.14 until per-memcg caches went away in 5.9 (facts §2).
+            slab_memcg_sysfs_opt_in: ver_ge(&r, 4, 14) && ver_le(&r, 5, 8),
+            exact,
+            notes,
+            release: r,
+        }
+    }
+
+    /// The nearest safe answer for a string that is not a release at all.
+    fn unknown_release(raw: &str, err: &ReleaseError) -> KernelEra {
+        let release = KernelRelease {
+            raw: raw.to_string(),
+            major: 0,
+            minor: 0,
+            patch: 0,
+            el7_build: None,
+            distro: Distro::Other,
+        };
+        KernelEra {
+            release,
+            // The errno and file layout of the newest era: an unreadable release is most likely a new kernel.
+            id: EraId::Linux612Plus,
+            // Safe side: dying memcgs may hold IDs, swap may pin them, and nothing counts them.
+            dying_hold_ids: true,
+            swap_pins_ids: true,
+            mkdir_errno_when_full: Errno::EBUSY,
+            mkdir_errno_alternatives: vec![Errno::ENOSPC, Errno::ENOMEM],
+            kmem_opt_in: false,
+            nokmem_supported: false,
+            move_charge: MoveCharge::Einval,
+            proc_cgroups_counts_dying: false,
+            has_nr_dying_descendants: false,
+            has_nr_dying_subsys: false,
+            has_memory_reclaim: false,
+            kmem_limit_write: KmemLimitWrite::NoOpWarns,
+            kmem_limit_write_warns: true,
+            slab_naming: SlabNaming::None,
+            slab_memcg_sysfs_opt_in: false,
+            exact: false,
+            notes: vec![
+                format!("{err}: era unknown, so cgleak assumes dying memcgs may keep their IDs and cannot be counted"),
+                "mkdir on a full memcg ID space may fail with ENOSPC (3.10, 4.0-4.6, 5.4.41-6.11), ENOMEM (el7, 4.7-5.4.40) or EBUSY (6.12+) (facts §1)".to_string(),
+            ],
+        }
+    }
+}
+
+/// errno of mkdir when the ID space is full, by era (facts §1).
+fn era_errno(id: EraId) -> Errno {
+    match id {
+        // 3.10 get_new_cssid: -ENOSPC past CSS_ID_MAX.
+        EraId::Linux310 => Errno::ENOSPC,
+        // RHEL 3.10.0-1160: mem_cgroup_idr full -> ENOMEM.
+        EraId::El7 => Errno::ENOMEM,
+        // 4.0-4.6 mem_cgroup_css_online: css->id > MEM_CGROUP_ID_MAX -> -ENOSPC (73f576c04b94 log).
+        EraId::Linux40To46 => Errno::ENOSPC,
+        // 73f576c04b94 mem_cgroup_alloc: idr_alloc failure became -ENOMEM.
+        EraId::Linux47To5440 => Errno::ENOMEM,
+        // 11d6761218d1 passes idr_alloc's -ENOSPC through.
+        EraId::Linux5441To611 => Errno::ENOSPC,
+        // 6.12 xarray IDs: EBUSY (measured on 6.12 v2 and 6.18 v1).
+        EraId::Linux612Plus => Errno::EBUSY,
+    }
+}
+
+/// What is known of the upstream patch level behind `r`.
+fn patch_level(r: &KernelRelease, upstream_hint: Option<&str>, notes: &mut Vec<String>) -> PatchLevel {
+    if let Some(hint) = upstream_hint {
+        match upstream_version_from_hint(hint) {
+            Some((ma, mi, p)) if (ma, mi) == (r.major, r.minor) => {
+                if p != r.patch {
+                    notes.push(format!("upstream version {ma}.{mi}.{p} taken from the kernel's version string, not the release's {}", r.patch));
+                }
+                return PatchLevel::Known(p);
+            }
+            Some((ma, mi, p)) => notes.push(format!(
+                "upstream version hint {ma}.{mi}.{p} does not match release {}.{}: ignored",
+                r.major, r.minor
+            )),
+            None => {}
+        }
+    }
+    if !r.patch_written() {
+        return PatchLevel::Unknown;
+    }
+    // Distros write "X.Y.0-ABI-flavour" whatever stable release they are built from.
+    if r.patch == 0 && r.distro != Distro::Vanilla {
+        if let Some(abi) = r.abi() {
+            return if r.distro == Distro::Ubuntu { PatchLevel::UbuntuAbi(abi) } else { PatchLevel::Unknown };
+        }
+    }
+    PatchLevel::Known(r.patch)
+}
+
+/// Era, exactness and errno alternatives of a parsed release.
+fn classify(r: &KernelRelease, patch: PatchLevel, notes: &mut Vec<String>) -> (EraId, bool, Vec<Errno>) {
+    let mut exact = true;
+    let mut alternatives: Vec<Errno> = Vec::new();
+    let id = match (r.major, r.minor) {
+        // RHEL/CentOS 7 keeps 3.10 with a private mem_cgroup_idr (facts §1).
+        (3, 10) if r.distro == Distro::El7 => {
+            match r.el7_build.as_ref().and_then(|b| b.first()) {
+                // The facts row is 3.10.0-1160: ENOMEM.
+                Some(b) if *b >= 1160 => {}
+                Some(b) => {
+                    alternatives.push(Errno::ENOSPC);
+                    notes.push(format!(
+                        "RHEL7 build {b} is older than 3.10.0-1160, the build checked to fail mkdir with ENOMEM: if this build still uses 3.10's css_id, mkdir fails with ENOSPC instead (facts §1)"
+                    ));
+                }
+                None => {
+                    alternatives.push(Errno::ENOSPC);
+                    notes.push("RHEL7 build number not readable: mkdir on a full ID space fails with ENOMEM (3.10.0-1160) or ENOSPC (css_id builds); nokmem support unknown (facts §1, §3)".into());
+                }
+            }
+            EraId::El7
+        }
+        // 3.10 vanilla: css_id, ENOSPC, /proc/cgroups drops dying cgroups at rmdir (facts §1, §2).
+        (3, 10) => EraId::Linux310,
+        (0..=3, _) => {
+            exact = false;
+            notes.push(format!(
+                "{}.{} is not 3.10, the only 3.x the facts cover: treated as 3.10 (dying memcgs keep their IDs, not countable)",
+                r.major, r.minor
+            ));
+            EraId::Linux310
+        }
+        // 4.4.y: the stable backport of 73f576c04b94 gives it 4.7's ID refcount.
+        (4, 4) => match patch.backport(BACKPORT_44_PRESENT_MIN, BACKPORT_44_ABSENT_MAX, Some(UBUNTU_44_ABSENT_MAX_ABI), Some(UBUNTU_44_PRESENT_MIN_ABI)) {
+            Backport::Present => {
+                notes.push(ubuntu_inference_note(r, patch, "4.4.20"));
+                notes.push("4.4.20 and later carry the stable backport of 73f576c04b94 (in linux-4.4.y since Aug 2016): dying memcgs release their IDs as on 4.7+".into());
+                EraId::Linux47To5440
+            }
+            Backport::Absent => {
+                notes.push(ubuntu_inference_note(r, patch, "4.4.20"));
+                EraId::Linux40To46
+            }
+            Backport::Unsure => {
+                exact = false;
+                alternatives.push(Errno::ENOMEM);
+                notes.push(format!(
+                    "{}: cannot tell whether this 4.4 kernel has the backport of 73f576c04b94 (4.4.y got it in 4.4.18-4.4.20): assuming it does not, so dying memcgs may keep their IDs and mkdir fails with ENOSPC; with the backport IDs are released and mkdir fails with ENOMEM{}",
+                    r.raw,
+                    hint_advice(r)
+                ));
+                EraId::Linux40To46
+            }
+        },
+        // 4.0 .. 4.6: dying memcgs pin css->id; no id refcount before 73f576c04b94 (4.7).
+        (4, 0..=6) => EraId::Linux40To46,
+        // 4.19.123 (2020-05-14) did not take 11d6761218d1; no later 4.19.y backport was found.
+        (4, 19) => {
+            alternatives.push(Errno::ENOSPC);
+            notes.push("4.19: mkdir on a full ID space fails with ENOMEM (facts §1); ENOSPC if the kernel carries a backport of 11d6761218d1 (not in 4.19.123, later 4.19.y not checked)".into());
+            EraId::Linux47To5440
+        }
+        // 4.7 .. 5.3: ID refcount (73f576c04b94) and ENOMEM.
+        (4, _) | (5, 0..=3) => EraId::Linux47To5440,
+        // 5.4.y: 11d6761218d1 arrived in 5.4.41.
+        (5, 4) => match patch.backport(ERRNO_FIX_54_MIN, ERRNO_FIX_54_MIN - 1, Some(UBUNTU_54_ABSENT_MAX_ABI), Some(UBUNTU_54_PRESENT_MIN_ABI)) {
+            Backport::Present => {
+                notes.push(ubuntu_inference_note(r, patch, "5.4.41"));
+                EraId::Linux5441To611
+            }
+            Backport::Absent => {
+                notes.push(ubuntu_inference_note(r, patch, "5.4.41"));
+                EraId::Linux47To5440
+            }
+            Backport::Unsure => {
+                exact = false;
+                alternatives.push(Errno::ENOSPC);
+                notes.push(format!(
+                    "{}: cannot tell whether this 5.4 kernel is 5.4.41 or later (11d6761218d1): mkdir on a full ID space fails with ENOMEM before it and ENOSPC after; dying memcgs release their IDs either way{}",
+                    r.raw,
+                    hint_advice(r)
+                ));
+                EraId::Linux47To5440
+            }
+        },
+        // 5.5.y ended with 5.5.19 (2020-04-21), before 11d6761218d1 reached 5.7-rc5 (2020-05-10): ENOMEM.
+        (5, 5) => {
+            notes.push("5.5.y never received 11d6761218d1: mkdir on a full ID space fails with ENOMEM, as on 4.7-5.4.40".into());
+            EraId::Linux47To5440
+        }
+        // 5.6.y: 11d6761218d1 arrived in 5.6.13.
+        (5, 6) => match patch.backport(ERRNO_FIX_56_MIN, ERRNO_FIX_56_MIN - 1, None, None) {
+            Backport::Present => EraId::Linux5441To611,
+            Backport::Absent => {
+                notes.push("5.6 before 5.6.13 lacks 11d6761218d1: mkdir on a full ID space fails with ENOMEM, as on 4.7-5.4.40".into());
+                EraId::Linux47To5440
+            }
+            Backport::Unsure => {
+                exact = false;
+                alternatives.push(Errno::ENOSPC);
+                notes.push(format!(
+                    "{}: cannot tell whether this 5.6 kernel is 5.6.13 or later (11d6761218d1): mkdir on a full ID space fails with ENOMEM before it and ENOSPC after{}",
+                    r.raw,
+                    hint_advice(r)
+                ));
+                EraId::Linux47To5440
+            }
+        },
+        // 5.7 .. 6.11: 11d6761218d1 is upstream from 5.7-rc5: ENOSPC.
+        (5, _) | (6, 0..=11) => EraId::Linux5441To611,
+        // 6.12+: xarray IDs, EBUSY (measured on 6.12 and 6.18).
+        _ => EraId::Linux612Plus,
+    };
+    if (r.major, r.minor) > NEWEST_KNOWN {
+        exact = false;
+        notes.push(format!(
+            "{}.{} is newer than {}.{}, the newest kernel the facts were checked on: answers are those of 6.12+",
+            r.major, r.minor, NEWEST_KNOWN.0, NEWEST_KNOWN.1
+        ));
+    }
+    if (4, 0) <= (r.major, r.minor) && (r.major, r.minor) <= (4, 3) {
+        notes.push("per-memcg slab caches under /sys/kernel/slab/<cache>/cgroup/ are checked from 4.4 on; 4.0-4.3 assumed the same (facts §2)".into());
+    }
+    notes.retain(|n| !n.is_empty());
+    (id, exact, alternatives)
+}
+
+/// A note when an Ubuntu ABI number, not a patch level, placed the release.
+fn ubuntu_inference_note(r: &KernelRelease, patch: PatchLevel, boundary: &str) -> String {
+    match patch {
+        PatchLevel::UbuntuAbi(n) => format!(
+            "Ubuntu {}.{}.0-{n} placed relative to upstream {boundary} by its ABI number (Ubuntu writes .0 and carries stable updates); /proc/version_signature gives the real upstream version",
+            r.major, r.minor
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Where the upstream version can be read for this distro.
+fn hint_advice(r: &KernelRelease) -> &'static str {
+    match r.distro {
+        Distro::Ubuntu => "; /proc/version_signature gives the upstream version",
+        Distro::Debian => "; /proc/version gives the upstream version (\"Debian X.Y.Z-N\")",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn era(s: &str) -> KernelEra {
+        KernelEra::from_release_str(s)
+    }
+
+    fn release(s: &str) -> KernelRelease {
+        KernelRelease::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    // ---- parsing ----
+
+    #[test]
+    fn parses_el7_957() {
+        let r = release("3.10.0-957.27.2.el7.x86_64");
+        assert_eq!((r.major, r.minor, r.patch), (3, 10, 0));
+        assert_eq!(r.el7_build, Some(vec![957, 27, 2]));
+        assert_eq!(r.distro, Distro::El7);
+        assert_eq!(r.raw, "3.10.0-957.27.2.el7.x86_64");
+    }
+
+    #[test]
+    fn parses_el7_1160_and_1062() {
+        assert_eq!(release("3.10.0-1160.el7.x86_64").el7_build, Some(vec![1160]));
+        assert_eq!(release("3.10.0-1062.el7.x86_64").el7_build, Some(vec![1062]));
+        assert_eq!(release("3.10.0-1160.119.1.el7.x86_64").el7_build, Some(vec![1160, 119, 1]));
+        assert_eq!(release("3.10.0-1160.el7.centos.plus.x86_64").distro, Distro::El7);
+    }
+
+    #[test]
+    fn parses_vanilla_and_stable() {
+        let r = release("3.10.108");
+        assert_eq!((r.major, r.minor, r.patch, r.distro.clone()), (3, 10, 108, Distro::Vanilla));
+        assert_eq!(r.el7_build, None);
+        let r = release("4.4.131");
+        assert_eq!((r.major, r.minor, r.patch, r.distro), (4, 4, 131, Distro::Vanilla));
+        assert_eq!(release("7.2.0").distro, Distro::Vanilla);
+        assert_eq!(release("6.10.0-rc3").distro, Distro::Vanilla);
+        assert_eq!(release("6.10.0-rc3+").distro, Distro::Vanilla);
+    }
+
+    #[test]
+    fn parses_ubuntu() {
+        let r = release("4.4.0-21-generic");
+        assert_eq!((r.major, r.minor, r.patch, r.distro.clone()), (4, 4, 0, Distro::Ubuntu));
+        assert_eq!(r.abi(), Some(21));
+        let r = release("5.4.0-150-generic");
+        assert_eq!((r.major, r.minor, r.patch, r.distro.clone()), (5, 4, 0, Distro::Ubuntu));
+        assert_eq!(r.abi(), Some(150));
+        assert_eq!(release("5.15.0-1051-aws").distro, Distro::Ubuntu);
+        assert_eq!(release("6.8.0-45-generic-64k").distro, Distro::Ubuntu);
+        assert_eq!(release("5.4.0-1109-azure").distro, Distro::Ubuntu);
+    }
+
+    #[test]
+    fn parses_debian() {
+        for (s, want) in [
+            ("4.9.0-8-amd64", (4, 9, 0)),
+            ("4.19.0-25-amd64", (4, 19, 0)),
+            ("5.10.0-28-amd64", (5, 10, 0)),
+            ("6.1.0-56-cloud-amd64", (6, 1, 0)),
+            ("6.12.117+deb12-cloud-amd64", (6, 12, 117)),
+            ("4.19.0-0.bpo.9-amd64", (4, 19, 0)),
+            ("6.1.0-13-rt-arm64", (6, 1, 0)),
+            ("5.10.0-28-686-pae", (5, 10, 0)),
+        ] {
+            let r = release(s);
+            assert_eq!((r.major, r.minor, r.patch), want, "{s}");
+            assert_eq!(r.distro, Distro::Debian, "{s}");
+            assert_eq!(r.el7_build, None, "{s}");
+        }
+    }
+
+    #[test]
+    fn parses_other() {
+        let r = release("6.18.44-fc-v669");
+        assert_eq!((r.major, r.minor, r.patch, r.distro), (6, 18, 44, Distro::Other));
+        assert_eq!(release("4.18.0-348.el8.x86_64").distro, Distro::Other);
+        // Oracle UEK is not the RHEL7 3.10 kernel.
+        let uek = release("4.14.35-2047.el7uek.x86_64");
+        assert_eq!(uek.distro, Distro::Other);
+        assert_eq!(uek.el7_build, None);
+        assert_eq!(release("5.15.153.1-microsoft-standard-WSL2").distro, Distro::Other);
+    }
+
+    #[test]
+    fn parses_without_patch_and_trims() {
+        let r = release("5.4");
+        assert_eq!((r.major, r.minor, r.patch), (5, 4, 0));
+        assert!(!r.patch_written());
+        let r = release("  6.1.0-13-amd64\n");
+        assert_eq!(r.raw, "6.1.0-13-amd64");
+    }
+
+    #[test]
+    fn rejects_garbage_with_the_input_named() {
+        for s in ["garbage", "", "6", "6.", ".5", "x.y.z", "99999999999.1"] {
+            let e = KernelRelease::parse(s).expect_err(s);
+            assert_eq!(e.input, s);
+            let shown = e.to_string();
+            assert!(shown.starts_with(&format!("kernel release {s:?}: ")), "{shown}");
+        }
+        let e = KernelRelease::parse("garbage").unwrap_err();
+        assert!(e.to_string().starts_with("kernel release \"garbage\": expected MAJOR.MINOR[.PATCH]"), "{e}");
+    }
+
+    #[test]
+    fn at_least_compares_all_three_numbers() {
+        let r = release("4.4.131");
+        assert!(r.at_least(4, 4, 131));
+        assert!(r.at_least(4, 4, 20));
+        assert!(r.at_least(3, 99, 99));
+        assert!(!r.at_least(4, 4, 132));
+        assert!(!r.at_least(4, 5, 0));
+    }
+
+    #[test]
+    fn upstream_hints() {
+        assert_eq!(upstream_version_from_hint("Ubuntu 5.4.0-150.167-generic 5.4.233\n"), Some((5, 4, 233)));
+        assert_eq!(
+            upstream_version_from_hint(
+                "Linux version 4.19.0-25-amd64 (debian-kernel@lists.debian.org) (gcc version 8.3.0 (Debian 8.3.0-6)) #1 SMP Debian 4.19.289-2 (2023-08-08)"
+            ),
+            Some((4, 19, 289))
+        );
+        assert_eq!(upstream_version_from_hint("#1 SMP PREEMPT_DYNAMIC Debian 6.1.153-1 (2025-09-20)"), Some((6, 1, 153)));
+        assert_eq!(upstream_version_from_hint("Linux version 6.18.44 (root@host) #1 SMP"), None);
+        assert_eq!(upstream_version_from_hint(""), None);
+    }
+
+    // ---- el7 ----
+
+    #[test]
+    fn el7_957_every_field() {
+        let e = era("3.10.0-957.27.2.el7.x86_64");
+        assert_eq!(e.id, EraId::El7);
+        assert!(e.exact);
+        assert!(e.dying_hold_ids);
+        assert!(!e.swap_pins_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
+        assert_eq!(e.mkdir_errno_alternatives, vec![Errno::ENOSPC]);
+        assert!(e.mkdir_errno_possible(Errno::ENOSPC) && e.mkdir_errno_possible(Errno::ENOMEM));
+        assert!(!e.mkdir_errno_possible(Errno::EBUSY));
+        let joined = e.notes.join(" ");
+        assert!(joined.contains("ENOMEM") && joined.contains("ENOSPC"), "{joined}");
+        assert!(e.kmem_opt_in);
+        assert!(!e.nokmem_supported);
+        assert_eq!(e.move_charge, MoveCharge::Works);
+        assert!(!e.proc_cgroups_counts_dying);
+        assert!(!e.has_nr_dying_descendants);
+        assert!(!e.has_nr_dying_subsys);
+        assert!(!e.has_memory_reclaim);
+        assert_eq!(e.kmem_limit_write, KmemLimitWrite::Enables);
+        assert!(!e.kmem_limit_write_warns);
+        assert_eq!(e.slab_naming, SlabNaming::TopLevel310);
+        assert!(!e.slab_memcg_sysfs_opt_in);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::NotCountable);
+        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable);
+    }
+
+    #[test]
+    fn el7_1160_is_certain_enomem() {
+        let e = era("3.10.0-1160.el7.x86_64");
+        assert_eq!(e.id, EraId::El7);
+        assert!(e.exact);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
+        assert!(e.mkdir_errno_alternatives.is_empty());
+        assert!(e.nokmem_supported);
+        assert!(e.dying_hold_ids);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::NotCountable);
+    }
+
+    #[test]
+    fn el7_nokmem_from_1062() {
+        assert!(era("3.10.0-1062.el7.x86_64").nokmem_supported);
+        assert!(era("3.10.0-1062.1.2.el7.x86_64").nokmem_supported);
+        assert!(!era("3.10.0-1061.el7.x86_64").nokmem_supported);
+        assert!(!era("3.10.0-957.27.2.el7.x86_64").nokmem_supported);
+        assert!(!era("3.10.0-957.el7.x86_64").nokmem_supported);
+    }
+
+    // ---- 3.x ----
+
+    #[test]
+    fn vanilla_3_10_every_field() {
+        let e = era("3.10.108");
+        assert_eq!(e.id, EraId::Linux310);
+        assert!(e.exact);
+        assert!(e.dying_hold_ids);
+        assert!(!e.swap_pins_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
+        assert!(e.mkdir_errno_alternatives.is_empty());
+        assert!(e.kmem_opt_in);
+        assert!(!e.nokmem_supported);
+        assert_eq!(e.move_charge, MoveCharge::Works);
+        assert!(!e.proc_cgroups_counts_dying);
+        assert_eq!(e.kmem_limit_write, KmemLimitWrite::Enables);
+        assert_eq!(e.slab_naming, SlabNaming::TopLevel310);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::NotCountable);
+        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable);
+    }
+
+    #[test]
+    fn other_3x_is_3_10_but_not_exact() {
+        let e = era("3.16.0-6-amd64");
+        assert_eq!(e.id, EraId::Linux310);
+        assert!(!e.exact);
+        assert!(e.dying_hold_ids);
+        let e = era("2.6.32");
+        assert_eq!(e.id, EraId::Linux310);
+        assert!(!e.exact);
+    }
+
+    // ---- 4.x ----
+
+    #[test]
+    fn linux_4_4_131_has_the_backport() {
+        let e = era("4.4.131");
+        assert_eq!(e.id, EraId::Linux47To5440);
+        assert!(e.exact);
+        assert!(!e.dying_hold_ids);
+        assert!(e.swap_pins_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
+        assert!(e.mkdir_errno_alternatives.is_empty());
+        // kmem opt-in is a 4.0-4.5 property regardless of the ID backport; nokmem came in 4.5.
+        assert!(e.kmem_opt_in);
+        assert!(!e.nokmem_supported);
+        assert_eq!(e.kmem_limit_write, KmemLimitWrite::Enables);
+        assert!(e.proc_cgroups_counts_dying);
+        assert!(!e.has_nr_dying_descendants);
+        assert_eq!(e.slab_naming, SlabNaming::CgroupSubdir);
+        assert!(!e.slab_memcg_sysfs_opt_in);
+        assert_eq!(e.move_charge, MoveCharge::Works);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable);
+    }
+
+    #[test]
+    fn linux_4_4_boundaries() {
+        let old = era("4.4.17");
+        assert_eq!(old.id, EraId::Linux40To46);
+        assert!(old.exact);
+        assert!(old.dying_hold_ids);
+        assert_eq!(old.mkdir_errno_when_full, Errno::ENOSPC);
+        for s in ["4.4.18", "4.4.19"] {
+            let e = era(s);
+            assert_eq!(e.id, EraId::Linux40To46, "{s}");
+            assert!(!e.exact, "{s}");
+            assert!(e.dying_hold_ids, "{s}: the safe side");
+            assert!(e.mkdir_errno_possible(Errno::ENOSPC) && e.mkdir_errno_possible(Errno::ENOMEM), "{s}");
+        }
+        let new = era("4.4.20");
+        assert_eq!(new.id, EraId::Linux47To5440);
+        assert!(new.exact);
+        assert!(!new.dying_hold_ids);
+    }
+
+    #[test]
+    fn ubuntu_4_4_0_21_is_before_the_backport() {
+        let e = era("4.4.0-21-generic");
+        assert_eq!(e.release.distro, Distro::Ubuntu);
+        assert_eq!(e.id, EraId::Linux40To46);
+        assert!(e.exact);
+        assert!(e.dying_hold_ids);
+        assert!(!e.swap_pins_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
+        assert!(e.kmem_opt_in);
+        assert!(!e.nokmem_supported);
+        assert!(e.proc_cgroups_counts_dying);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+        assert!(e.notes.iter().any(|n| n.contains("version_signature")), "{:?}", e.notes);
+    }
+
+    #[test]
+    fn ubuntu_4_4_abi_windows() {
+        let late = era("4.4.0-210-generic");
+        assert_eq!(late.id, EraId::Linux47To5440);
+        assert!(late.exact);
+        assert!(!late.dying_hold_ids);
+        let mid = era("4.4.0-45-generic");
+        assert_eq!(mid.id, EraId::Linux40To46);
+        assert!(!mid.exact);
+        assert!(mid.dying_hold_ids);
+        assert_eq!(mid.mkdir_errno_alternatives, vec![Errno::ENOMEM]);
+        // The upstream version settles it.
+        let r = release("4.4.0-45-generic");
+        let e = KernelEra::from_release_with_hint(r, Some("Ubuntu 4.4.0-45.66-generic 4.4.21"));
+        assert_eq!(e.id, EraId::Linux47To5440);
+        assert!(e.exact);
+    }
+
+    #[test]
+    fn linux_4_0_to_4_6() {
+        for s in ["4.0.9", "4.3.6", "4.5.7", "4.6.7"] {
+            let e = era(s);
+            assert_eq!(e.id, EraId::Linux40To46, "{s}");
+            assert!(e.dying_hold_ids, "{s}");
+            assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC, "{s}");
+            assert!(e.proc_cgroups_counts_dying, "{s}");
+        }
+        assert!(era("4.5.7").kmem_opt_in);
+        assert!(era("4.5.7").nokmem_supported);
+        assert!(!era("4.4.131").nokmem_supported);
+        assert!(!era("4.6.7").kmem_opt_in);
+        assert_eq!(era("4.6.7").kmem_limit_write, KmemLimitWrite::SetsLimit);
+        assert!(era("4.3.6").notes.iter().any(|n| n.contains("4.0-4.3")));
+    }
+
+    #[test]
+    fn debian_4_9_every_field() {
+        let e = era("4.9.0-8-amd64");
+        assert_eq!(e.release.distro, Distro::Debian);
+        assert_eq!(e.id, EraId::Linux47To5440);
+        assert!(e.exact);
+        assert!(!e.dying_hold_ids);
+        assert!(e.swap_pins_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
+        assert!(e.mkdir_errno_alternatives.is_empty());
+        assert!(!e.kmem_opt_in);
+        assert!(e.nokmem_supported);
+        assert_eq!(e.move_charge, MoveCharge::Works);
+        assert!(e.proc_cgroups_counts_dying);
+        assert!(!e.has_nr_dying_descendants);
+        assert!(!e.has_nr_dying_subsys);
+        assert!(!e.has_memory_reclaim);
+        assert_eq!(e.kmem_limit_write, KmemLimitWrite::SetsLimit);
+        assert!(!e.kmem_limit_write_warns);
+        assert_eq!(e.slab_naming, SlabNaming::CgroupSubdir);
+        assert!(!e.slab_memcg_sysfs_opt_in);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable);
+    }
+
+    #[test]
+    fn debian_4_19_every_field() {
+        let e = era("4.19.0-25-amd64");
+        assert_eq!(e.id, EraId::Linux47To5440);
+        assert!(e.exact);
+        assert!(!e.dying_hold_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
+        assert_eq!(e.mkdir_errno_alternatives, vec![Errno::ENOSPC]);
+        assert!(e.notes.iter().any(|n| n.contains("ENOMEM") && n.contains("ENOSPC")));
+        assert!(!e.kmem_opt_in);
+        assert!(e.nokmem_supported);
+        assert!(e.has_nr_dying_descendants);
+        assert!(e.slab_memcg_sysfs_opt_in);
+        assert_eq!(e.slab_naming, SlabNaming::CgroupSubdir);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
+        assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory);
+    }
+
+    // ---- 5.x ----
+
+    #[test]
+    fn ubuntu_5_4_0_150_is_past_5_4_41() {
+        let e = era("5.4.0-150-generic");
+        assert_eq!(e.id, EraId::Linux5441To611);
+        assert!(e.exact);
+        assert!(!e.dying_hold_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
+        assert!(e.mkdir_errno_alternatives.is_empty());
+        assert!(e.notes.iter().any(|n| n.contains("ABI number")), "{:?}", e.notes);
+        assert!(!e.kmem_opt_in);
+        assert!(e.nokmem_supported);
+        assert_eq!(e.kmem_limit_write, KmemLimitWrite::SetsLimit);
+        assert!(e.kmem_limit_write_warns);
+        assert!(!e.has_memory_reclaim);
+        assert_eq!(e.slab_naming, SlabNaming::CgroupSubdir);
+        assert_eq!(e.move_charge, MoveCharge::Works);
+        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
+    }
+
+    #[test]
+    fn linux_5_4_boundary() {
+        assert_eq!(era("5.4.40").id, EraId::Linux47To5440);
+        assert_eq!(era("5.4.40").mkdir_errno_when_full, Errno::ENOMEM);
+        assert!(era("5.4.40").exact);
+        assert_eq!(era("5.4.41").id, EraId::Linux5441To611);
+        assert_eq!(era("5.4.41").mkdir_errno_when_full, Errno::ENOSPC);
+        assert_eq!(era("5.4.0").id, EraId::Linux47To5440);
+        assert!(era("5.4.0").exact);
+        assert_eq!(era("5.4.0-26-generic").id, EraId::Linux47To5440);
+        assert!(era("5.4.0-26-generic").exact);
+        let mid = era("5.4.0-42-generic");
+        assert!(!mid.exact);
+        assert!(mid.mkdir_errno_possible(Errno::ENOMEM) && mid.mkdir_errno_possible(Errno::ENOSPC));
+    }
+
+    #[test]
+    fn bare_5_4_is_not_exact() {
+        let e = era("5.4");
+        assert_eq!(e.id, EraId::Linux47To5440);
+        assert!(!e.exact);
+        assert!(!e.dying_hold_ids, "both sides of 5.4.41 release IDs");
+        assert!(e.mkdir_errno_possible(Errno::ENOMEM) && e.mkdir_errno_possible(Errno::ENOSPC));
+        assert!(e.notes.iter().any(|n| n.contains("5.4.41")));
+    }
+
+    #[test]
+    fn linux_5_5_and_5_6() {
+        let e = era("5.5.19");
+        assert_eq!(e.id, EraId::Linux47To5440);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
+        assert!(e.exact);
+        assert_eq!(era("5.6.12").mkdir_errno_when_full, Errno::ENOMEM);
+        assert_eq!(era("5.6.13").id, EraId::Linux5441To611);
+        assert_eq!(era("5.6.13").mkdir_errno_when_full, Errno::ENOSPC);
+        let bpo = era("5.6.0-0.bpo.2-amd64");
+        assert!(!bpo.exact);
+        assert!(bpo.mkdir_errno_possible(Errno::ENOSPC) && bpo.mkdir_errno_possible(Errno::ENOMEM));
+        assert_eq!(era("5.7.1").id, EraId::Linux5441To611);
+    }
+
+    #[test]
+    fn debian_5_10_every_field() {
+        let e = era("5.10.0-28-amd64");
+        assert_eq!(e.id, EraId::Linux5441To611);
+        assert!(e.exact);
+        assert!(!e.dying_hold_ids);
+        assert!(e.swap_pins_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
+        assert!(e.mkdir_errno_alternatives.is_empty());
+        assert!(!e.kmem_opt_in);
+        assert!(e.nokmem_supported);
+        assert_eq!(e.move_charge, MoveCharge::Works);
+        assert!(e.proc_cgroups_counts_dying);
+        assert!(e.has_nr_dying_descendants);
+        assert!(!e.has_nr_dying_subsys);
+        assert!(!e.has_memory_reclaim);
+        assert_eq!(e.kmem_limit_write, KmemLimitWrite::SetsLimit);
+        assert!(e.kmem_limit_write_warns);
+        assert_eq!(e.slab_naming, SlabNaming::None);
+        assert!(!e.slab_memcg_sysfs_opt_in);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
+    }
+
+    #[test]
+    fn kmem_limit_write_by_version() {
+        assert_eq!(era("5.15.100").kmem_limit_write, KmemLimitWrite::SetsLimit);
+        assert_eq!(era("5.16.1").kmem_limit_write, KmemLimitWrite::Rejected);
+        assert!(!era("5.16.1").kmem_limit_write_warns);
+        assert_eq!(era("6.0.19").kmem_limit_write, KmemLimitWrite::Rejected);
+        assert_eq!(era("6.1.0-56-cloud-amd64").kmem_limit_write, KmemLimitWrite::NoOpWarns);
+        assert!(era("6.1.0-56-cloud-amd64").kmem_limit_write_warns);
+        assert!(!era("5.3.18").kmem_limit_write_warns);
+        assert!(era("5.4.41").kmem_limit_write_warns);
+    }
+
+    #[test]
+    fn memory_reclaim_from_5_19() {
+        assert!(!era("5.18.19").has_memory_reclaim);
+        assert!(era("5.19.0").has_memory_reclaim);
+    }
+
+    // ---- 6.x and later ----
+
+    #[test]
+    fn debian_6_1_every_field() {
+        let e = era("6.1.0-56-cloud-amd64");
+        assert_eq!(e.release.distro, Distro::Debian);
+        assert_eq!(e.id, EraId::Linux5441To611);
+        assert!(e.exact);
+        assert!(!e.dying_hold_ids);
+        assert!(e.swap_pins_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
+        assert!(!e.kmem_opt_in);
+        assert!(e.nokmem_supported);
+        assert_eq!(e.move_charge, MoveCharge::Works);
+        assert!(e.proc_cgroups_counts_dying);
+        assert!(e.has_nr_dying_descendants);
+        assert!(!e.has_nr_dying_subsys);
+        assert!(e.has_memory_reclaim);
+        assert_eq!(e.slab_naming, SlabNaming::None);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
+        // A backported key is trusted over the release string.
+        assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory);
+    }
+
+    #[test]
+    fn move_charge_by_version() {
+        assert_eq!(era("6.1.0-56-cloud-amd64").move_charge, MoveCharge::Works);
+        assert_eq!(era("6.2.16").move_charge, MoveCharge::Works);
+        assert_eq!(era("6.3.0").move_charge, MoveCharge::Deprecated);
+        assert_eq!(era("6.6.30").move_charge, MoveCharge::Deprecated);
+        assert_eq!(era("6.12.117+deb12-cloud-amd64").move_charge, MoveCharge::Deprecated);
+        assert_eq!(era("6.13.1").move_charge, MoveCharge::Einval);
+        assert_eq!(era("6.18.44-fc-v669").move_charge, MoveCharge::Einval);
+    }
+
+    #[test]
+    fn debian_6_12_every_field() {
+        let e = era("6.12.117+deb12-cloud-amd64");
+        assert_eq!(e.release.distro, Distro::Debian);
+        assert_eq!(e.id, EraId::Linux612Plus);
+        assert!(e.exact);
+        assert!(!e.dying_hold_ids);
+        assert!(e.swap_pins_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::EBUSY);
+        assert!(e.mkdir_errno_alternatives.is_empty());
+        assert!(!e.kmem_opt_in);
+        assert!(e.nokmem_supported);
+        assert_eq!(e.move_charge, MoveCharge::Deprecated);
+        assert!(e.proc_cgroups_counts_dying);
+        assert!(e.has_nr_dying_descendants);
+        assert!(e.has_nr_dying_subsys);
+        assert!(e.has_memory_reclaim);
+        assert_eq!(e.kmem_limit_write, KmemLimitWrite::NoOpWarns);
+        assert_eq!(e.slab_naming, SlabNaming::None);
+        assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory);
+        // Key absent (file unreadable, kernel without it): fall back.
+        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+    }
+
+    #[test]
+    fn host_6_18_every_field() {
+        let e = era("6.18.44-fc-v669");
+        assert_eq!(e.release.distro, Distro::Other);
+        assert_eq!(e.id, EraId::Linux612Plus);
+        assert!(e.exact, "{:?}", e.notes);
+        assert!(!e.dying_hold_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::EBUSY);
+        assert!(!e.kmem_opt_in);
+        assert!(e.nokmem_supported);
+        assert_eq!(e.move_charge, MoveCharge::Einval);
+        assert!(e.proc_cgroups_counts_dying);
+        assert!(e.has_nr_dying_subsys);
+        assert!(e.has_memory_reclaim);
+        assert_eq!(e.kmem_limit_write, KmemLimitWrite::NoOpWarns);
+        assert!(e.kmem_limit_write_warns);
+        assert_eq!(e.slab_naming, SlabNaming::None);
+        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+        assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory);
+    }
+
+    #[test]
+    fn future_7_2_is_6_12_plus_not_exact() {
+        let e = era("7.2.0");
+        assert_eq!(e.id, EraId::Linux612Plus);
+        assert!(!e.exact);
+        assert!(!e.dying_hold_ids);
+        assert_eq!(e.mkdir_errno_when_full, Errno::EBUSY);
+        assert_eq!(e.move_charge, MoveCharge::Einval);
+        assert!(e.notes.iter().any(|n| n.contains("newer than 6.18")), "{:?}", e.notes);
+        assert!(!era("6.19.1").exact);
+    }
+
+    // ---- garbage ----
+
+    #[test]
+    fn garbage_gets_the_safe_answer() {
+        for s in ["garbage", "", "6", "   "] {
+            let e = era(s);
+            assert!(!e.exact, "{s:?}");
+            assert!(e.dying_hold_ids, "{s:?}");
+            assert!(e.swap_pins_ids, "{s:?}");
+            assert_eq!(e.id, EraId::Linux612Plus, "{s:?}");
+            assert_eq!(e.mkdir_errno_when_full, Errno::EBUSY, "{s:?}");
+            for errno in Errno::ALL {
+                assert!(e.mkdir_errno_possible(errno), "{s:?} {errno:?}");
+            }
+            let joined = e.notes.join(" ");
+            for name in ["ENOSPC", "ENOMEM", "EBUSY"] {
+                assert!(joined.contains(name), "{s:?}: {joined}");
+            }
+            assert!(joined.contains("kernel release"), "{joined}");
+            assert!(!e.proc_cgroups_counts_dying);
+            assert!(!e.nokmem_supported);
+            assert_eq!(e.move_charge, MoveCharge::Einval);
+            assert_eq!(e.dying_count_method(false, false), DyingCountMethod::NotCountable, "{s:?}");
+            assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable, "{s:?}");
+            // The file itself is still trusted when it is there.
+            assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory, "{s:?}");
+        }
+        assert_eq!(era("garbage").release.raw, "garbage");
+    }
+
+    // ---- names and JSON ----
+
+    #[test]
+    fn errno_names_messages_numbers() {
+        assert_eq!(Errno::ENOSPC.as_str(), "ENOSPC");
+        assert_eq!(Errno::ENOMEM.message(), "cannot allocate memory");
+        assert_eq!(Errno::ENOSPC.message(), "no space left on device");
+        assert_eq!(Errno::EBUSY.message(), "device or resource busy");
+        assert_eq!(Errno::from_raw(28), Some(Errno::ENOSPC));
+        assert_eq!(Errno::from_raw(12), Some(Errno::ENOMEM));
+        assert_eq!(Errno::from_raw(16), Some(Errno::EBUSY));
+        assert_eq!(Errno::from_raw(22), None);
+        for e in Errno::ALL {
+            assert_eq!(Errno::from_raw(e.raw()), Some(e));
+        }
+    }
+
+    fn json<T: Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap()
+    }
+
+    #[test]
+    fn serde_names_match_as_str() {
+        for id in EraId::ALL {
+            assert_eq!(json(&id), format!("\"{}\"", id.as_str()));
+        }
+        for e in Errno::ALL {
+            assert_eq!(json(&e), format!("\"{}\"", e.as_str()));
+        }
+        for m in [
+            DyingCountMethod::NotCountable,
+            DyingCountMethod::ProcCgroupsMinusLive,
+            DyingCountMethod::NrDyingSubsysMemory,
+            DyingCountMethod::NrDyingDescendants,
+        ] {
+            assert_eq!(json(&m), format!("\"{}\"", m.as_str()));
+        }
+        for m in [MoveCharge::Works, MoveCharge::Deprecated, MoveCharge::Einval] {
+            assert_eq!(json(&m), format!("\"{}\"", m.as_str()));
+        }
+        for s in [SlabNaming::TopLevel310, SlabNaming::CgroupSubdir, SlabNaming::None] {
+            assert_eq!(json(&s), format!("\"{}\"", s.as_str()));
+        }
+        for k in [KmemLimitWrite::Enables, KmemLimitWrite::SetsLimit, KmemLimitWrite::Rejected, KmemLimitWrite::NoOpWarns] {
+            assert_eq!(json(&k), format!("\"{}\"", k.as_str()));
+        }
+        for d in [Distro::El7, Distro::Debian, Distro::Ubuntu, Distro::Vanilla, Distro::Other] {
+            assert_eq!(json(&d), format!("\"{}\"", d.as_str()));
+        }
+        assert_eq!(EraId::Linux5441To611.as_str(), "5.4.41-6.11");
+        assert_eq!(DyingCountMethod::ProcCgroupsMinusLive.as_str(), "proc_cgroups_minus_live");
+    }
+
+    #[test]
+    fn era_serializes_to_plain_json() {
+        let v: serde_json::Value = serde_json::to_value(era("3.10.0-957.27.2.el7.x86_64")).unwrap();
+        assert_eq!(v["id"], "3.10-el7");
+        assert_eq!(v["mkdir_errno_when_full"], "ENOMEM");
+        assert_eq!(v["mkdir_errno_alternatives"][0], "ENOSPC");
+        assert_eq!(v["release"]["distro"], "el7");
+        assert_eq!(v["release"]["el7_build"], serde_json::json!([957, 27, 2]));
+        assert_eq!(v["move_charge"], "works");
+        assert_eq!(v["slab_naming"], "top_level310");
+        assert_eq!(v["kmem_limit_write"], "enables");
+        assert_eq!(v["exact"], true);
+        let v: serde_json::Value = serde_json::to_value(era("garbage")).unwrap();
+        assert_eq!(v["exact"], false);
+        assert_eq!(v["id"], "6.12+");
+    }
+
+    #[test]
+    fn era_is_a_pure_function_of_the_release() {
+        // Every test release through both entry points gives the same answers.
+        for s in ["3.10.0-957.27.2.el7.x86_64", "4.4.0-21-generic", "5.4.0-150-generic", "6.18.44-fc-v669", "5.4"] {
+            let a = era(s);
+            let b = KernelEra::from_release(release(s));
+            assert_eq!(json(&a), json(&b), "{s}");
+        }
+    }
+
+    #[test]
+    fn hint_for_the_wrong_kernel_is_ignored() {
+        let e = KernelEra::from_release_with_hint(release("5.4.0-42-generic"), Some("Ubuntu 4.4.0-21.37-generic 4.4.6"));
+        assert!(!e.exact);
+        assert!(e.notes.iter().any(|n| n.contains("does not match")));
+        let e = KernelEra::from_release_with_hint(release("5.4.0-42-generic"), Some("Ubuntu 5.4.0-42.46-generic 5.4.44"));
+        assert!(e.exact);
+        assert_eq!(e.id, EraId::Linux5441To611);
+        let e = KernelEra::from_release_with_hint(
+            release("4.19.0-25-amd64"),
+            Some("Linux version 4.19.0-25-amd64 (debian-kernel@lists.debian.org) #1 SMP Debian 4.19.289-2 (2023-08-08)"),
+        );
+        assert_eq!(e.id, EraId::Linux47To5440);
+        assert!(e.notes.iter().any(|n| n.contains("4.19.289")));
+    }
+}
