@@ -17,8 +17,6 @@ use crate::{GlobalArgs, OutputFormat};
 
 /// Above this many memcgs a probe needs --force: each one costs an ID and kernel memory.
 const MAX_COUNT_UNFORCED: u32 = 5000;
-/// Stopped by SIGINT or SIGTERM (after cleaning up), the shell's 128 + SIGINT.
-const INTERRUPTED: u8 = 130;
 /// The progress bar shows only for probes that take longer than this.
 const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
@@ -117,7 +115,7 @@ fn probe_failure(e: ProbeError) -> Failure {
 
 fn exit_code(r: &ProbeReport) -> u8 {
     if r.interrupted {
-        INTERRUPTED
+        exit::INTERRUPTED
     } else if r.exhausted {
         exit::EXHAUSTED
     } else if r.success {

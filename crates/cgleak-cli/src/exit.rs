@@ -6,6 +6,8 @@ pub const USAGE: u8 = 2;
 pub const AT_RISK_OR_LEAKING: u8 = 3;
 pub const EXHAUSTED: u8 = 4;
 pub const NOT_PERMITTED: u8 = 77;
+/// Stopped by SIGINT or SIGTERM after cleaning up (the shell's 128 + SIGINT).
+pub const INTERRUPTED: u8 = 130;
 
 /// An error that ends the command with a message and an exit code.
 #[derive(Debug)]

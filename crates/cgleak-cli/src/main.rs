@@ -21,6 +21,7 @@ Exit codes:
   3   at_risk or leaking (check)
   4   exhausted: no memcg ID left (check; probe when mkdir fails for lack of IDs)
   77  not permitted (run as root, or mount the host with --host-root)
+  130 interrupted by SIGINT or SIGTERM (probe cleans up first)
 
 Examples:
   cgleak status                       census of memory cgroups on this host

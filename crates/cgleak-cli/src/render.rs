@@ -86,7 +86,7 @@ pub fn check_table(r: &CheckReport) -> String {
     let _ = writeln!(s);
     let _ = writeln!(s, "findings");
     let mut fs: Vec<_> = r.findings.iter().collect();
-    fs.sort_by(|a, b| b.severity.cmp(&a.severity));
+    fs.sort_by_key(|f| std::cmp::Reverse(f.severity));
     for f in fs {
         let tag = match f.severity {
             Severity::Critical => "CRIT",

@@ -600,7 +600,11 @@ impl KernelEra {
             ver_ge(&r, 4, 5)
         };
         let move_charge = if !ver_ge(&r, 6, 3) {
-            MoveCharge::Works
+            if move_charge_warning_backported(&r) {
+                MoveCharge::Deprecated
+            } else {
+                MoveCharge::Works
+            }
         } else if ver_le(&r, 6, 12) {
             // Deprecated in 6.3 with a warning, still works up to 6.12 (facts §5).
             MoveCharge::Deprecated
@@ -694,6 +698,22 @@ impl KernelEra {
                 "mkdir on a full memcg ID space may fail with ENOSPC (3.10, 4.0-4.6, 5.4.41-6.11), ENOMEM (el7, 4.7-5.4.40) or EBUSY (6.12+) (facts §1)".to_string(),
             ],
         }
+    }
+}
+
+/// The 6.3 deprecation warning of move_charge_at_immigrate (da34a8484d16, "mm: memcontrol:
+/// deprecate charge moving") went to stable in March 2023: 5.10.173 and 5.15.99 (stable
+/// review postings), and 6.1.y (measured: Debian 6.1.0-56, upstream 6.1.192, logs the warning
+/// and still moves charges). The first 6.1.y with it is not pinned down: 6.1.16, from the same
+/// stable batch, is assumed; Debian's 6.1.0-N from N = 7 (6.1.20, bookworm's first release
+/// kernels) are past it. Charges move either way.
+fn move_charge_warning_backported(r: &KernelRelease) -> bool {
+    match (r.major, r.minor) {
+        (5, 10) => r.patch >= 173,
+        (5, 15) => r.patch >= 99,
+        (6, 1) if r.patch == 0 && r.distro == Distro::Debian => r.abi().is_some_and(|n| n >= 7),
+        (6, 1) => r.patch >= 16,
+        _ => false,
     }
 }
 
@@ -1363,7 +1383,7 @@ mod tests {
         assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
         assert!(!e.kmem_opt_in);
         assert!(e.nokmem_supported);
-        assert_eq!(e.move_charge, MoveCharge::Works);
+        assert_eq!(e.move_charge, MoveCharge::Deprecated, "stable backport of the 6.3 warning (measured)");
         assert!(e.proc_cgroups_counts_dying);
         assert!(e.has_nr_dying_descendants);
         assert!(!e.has_nr_dying_subsys);
@@ -1377,7 +1397,14 @@ mod tests {
 
     #[test]
     fn move_charge_by_version() {
-        assert_eq!(era("6.1.0-56-cloud-amd64").move_charge, MoveCharge::Works);
+        // Measured in a Debian 6.1.0-56 guest: the stable backport of the warning (cargo xtask vmtest).
+        assert_eq!(era("6.1.0-56-cloud-amd64").move_charge, MoveCharge::Deprecated);
+        assert_eq!(era("6.1.15").move_charge, MoveCharge::Works);
+        assert_eq!(era("6.1.16").move_charge, MoveCharge::Deprecated);
+        assert_eq!(era("6.1.0-6-cloud-amd64").move_charge, MoveCharge::Works);
+        assert_eq!(era("5.15.98").move_charge, MoveCharge::Works);
+        assert_eq!(era("5.15.99").move_charge, MoveCharge::Deprecated);
+        assert_eq!(era("5.10.173").move_charge, MoveCharge::Deprecated);
         assert_eq!(era("6.2.16").move_charge, MoveCharge::Works);
         assert_eq!(era("6.3.0").move_charge, MoveCharge::Deprecated);
         assert_eq!(era("6.6.30").move_charge, MoveCharge::Deprecated);

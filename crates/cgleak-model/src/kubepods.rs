@@ -6,7 +6,7 @@
 //! cri-containerd-<id>.scope` (also `docker-<id>.scope`, `crio-<id>.scope`), guaranteed
 //! pods as `kubepods.slice/kubepods-pod<uid>.slice`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -76,14 +76,18 @@ enum Role {
 #[derive(Debug, Default)]
 pub struct KubepodsCollector {
     /// Role of each kubepods/QoS directory seen so far, by relative path.
-    roles: BTreeMap<PathBuf, Role>,
-    pods: BTreeMap<PathBuf, PodCgroup>,
+    roles: HashMap<PathBuf, Role>,
+    pods: HashMap<PathBuf, PodCgroup>,
     pub roots: Vec<(PathBuf, CgroupDriver)>,
 }
 
 impl KubepodsCollector {
     /// Call for every visited directory with its subdirectories.
     pub fn visit(&mut self, dir: &WalkDir<'_>, children: &[ChildDir]) {
+        // Outside any kubepods tree, only a child named kubepods matters: skip the path work.
+        if self.roles.is_empty() && !children.iter().any(|c| matches!(c.name_str(), "kubepods" | "kubepods.slice")) {
+            return;
+        }
         let rel = dir.rel_path();
         // A pod directory listed: count its containers exactly.
         if let Some(pod) = self.pods.get_mut(&rel) {
@@ -131,12 +135,11 @@ impl KubepodsCollector {
         self.roots.is_empty()
     }
 
-    pub fn pods(&self) -> impl Iterator<Item = &PodCgroup> {
-        self.pods.values()
-    }
-
+    /// Pods sorted by path, so reports are stable.
     pub fn into_pods(self) -> Vec<PodCgroup> {
-        self.pods.into_values().collect()
+        let mut v: Vec<PodCgroup> = self.pods.into_values().collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
     }
 }
 

@@ -39,7 +39,8 @@ impl Component {
             Component::Runc => &["runc"],
             Component::Crun => &["crun"],
             Component::Containerd => &["containerd"],
-            Component::Docker => &["dockerd", "docker"],
+            // Only the daemon: a docker client alone says nothing about the node's runtime.
+            Component::Docker => &["dockerd"],
             Component::Crio => &["crio"],
         }
     }

@@ -1,0 +1,668 @@
+//! Benchmark of issue "Foundation": `cgleak status --output json` against
+//! `find <memory root> -type d | wc -l` on a host with 30,000 memcgs in kubelet layout.
+//!
+//! Builds `cgleak-bench-<pid>/kubepods/{pod<uid>,burstable/pod<uid>,besteffort/pod<uid>}/<64-hex id>`
+//! under the v1 memory hierarchy (CGLEAK_BENCH_MEMCGS directories in all, the scratch
+//! parent, kubepods and the QoS directories included), then times both commands
+//! alternately and reports medians, the ratio and cgleak's peak RSS (ru_maxrss from
+//! wait4, taken by a small launcher: see `launch`). Every run is checked, else the
+//! bench exits non-zero: find must list exactly the built directories under the
+//! scratch parent, and cgleak's memcg.live must be what was built plus the host's own
+//! cgroups (counted before and after each run, as they may come and go), its kubepods
+//! pods, containers and QoS counts what was built plus what was there before. Missed
+//! targets are reported (ok=false), not failed.
+//!
+//! Safety: cgroups are created only under the scratch parent made here, never more than
+//! 30,000, and removed again on return, on panic (a panic hook, since the release
+//! profile aborts) and on SIGINT/SIGTERM (a flag checked in every loop).
+//!
+//! Run as root: `cargo bench -p cgleak --bench status_vs_find` (without --bench, as
+//! under `cargo test --all-targets`, it does nothing).
+//! Environment: CGLEAK_BENCH_MEMCGS (default and maximum 30000), CGLEAK_BENCH_ROUNDS (default 11).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cgleak_readers::mountinfo::CgroupLayout;
+use cgleak_readers::{procfs, HostPaths};
+
+/// Memcgs a benchmark may build on this host (KERNEL-FACTS.md section 7): never more.
+const MAX_BENCH_MEMCGS: u64 = 30_000;
+/// Memcgs other work on this host may hold besides the benchmark's (KERNEL-FACTS.md section 7).
+const OTHER_MEMCGS_ALLOWANCE: u64 = 5_000;
+/// Scratch parent, kubepods and the burstable and besteffort QoS directories.
+const FIXED_DIRS: u64 = 4;
+const CONTAINERS_PER_POD: u64 = 3;
+const DEFAULT_ROUNDS: usize = 11;
+const MAX_ROUNDS: usize = 1000;
+const WARMUP_ROUNDS: usize = 2;
+const TARGET_RATIO: f64 = 0.33;
+const TARGET_RSS_KB: u64 = 16 * 1024;
+
+/// The scratch parent to remove if the bench panics (the panic hook reads it).
+static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(LAUNCH_ARG) {
+        return launch(&args[2..]);
+    }
+    // `cargo test --all-targets` runs bench binaries too, without --bench: never build 30,000 memcgs then.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("status_vs_find: skipped (run it with `cargo bench -p cgleak --bench status_vs_find`)");
+        return ExitCode::SUCCESS;
+    }
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("status_vs_find: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<bool, String> {
+    let memcgs = env_u64("CGLEAK_BENCH_MEMCGS", MAX_BENCH_MEMCGS)?;
+    if memcgs > MAX_BENCH_MEMCGS {
+        return Err(format!("CGLEAK_BENCH_MEMCGS={memcgs}: refusing to build more than {MAX_BENCH_MEMCGS} memcgs on this host"));
+    }
+    if memcgs < FIXED_DIRS + 1 + CONTAINERS_PER_POD {
+        return Err(format!("CGLEAK_BENCH_MEMCGS={memcgs}: at least {} are needed for one pod", FIXED_DIRS + 1 + CONTAINERS_PER_POD));
+    }
+    let rounds = env_u64("CGLEAK_BENCH_ROUNDS", DEFAULT_ROUNDS as u64)? as usize;
+    if rounds == 0 || rounds > MAX_ROUNDS {
+        return Err(format!("CGLEAK_BENCH_ROUNDS={rounds}: must be 1..={MAX_ROUNDS}"));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("must run as root: it creates memory cgroups".into());
+    }
+    let cgleak = PathBuf::from(env!("CARGO_BIN_EXE_cgleak"));
+
+    let host = HostPaths::new("/");
+    let memory = CgroupLayout::discover(&host)
+        .map_err(|e| e.to_string())?
+        .memory()
+        .ok_or("no memory cgroup controller is mounted")?;
+    if memory.version != 1 {
+        return Err(format!("the memory controller is on cgroup v{}: this bench builds a v1 kubelet tree", memory.version));
+    }
+    let memory_root = memory.mount.local.clone();
+
+    // The host must keep room to create cgroups: the bench's memcgs plus what others may hold.
+    let in_use_before = memory_num_cgroups(&host)?;
+    if in_use_before + memcgs > MAX_BENCH_MEMCGS + OTHER_MEMCGS_ALLOWANCE {
+        return Err(format!(
+            "/proc/cgroups already counts {in_use_before} memory cgroups (dying included): with {memcgs} more the host would pass {}",
+            MAX_BENCH_MEMCGS + OTHER_MEMCGS_ALLOWANCE
+        ));
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&cancel)).map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+    }
+    install_cleanup_panic_hook();
+
+    // Kubepods trees already there: the checks expect them plus what is built.
+    let base = run_status(&cgleak)?;
+    let base_census = parse_census(&base.stdout)?;
+
+    let plan = TreePlan::new(memcgs);
+    let scratch = memory_root.join(format!("cgleak-bench-{}", std::process::id()));
+    println!(
+        "status_vs_find: building {memcgs} memcgs ({} pods, {} containers) under {}",
+        plan.pods,
+        plan.containers,
+        scratch.display()
+    );
+    let t = Instant::now();
+    let tree = ScratchTree::build(&scratch, &plan, &cancel)?;
+    println!("status_vs_find: built in {:.1} s", t.elapsed().as_secs_f64());
+
+    let expected = Expected {
+        built: tree.created.len() as u64,
+        pods: base_census.pods + plan.pods,
+        containers: base_census.containers + plan.containers,
+        by_qos: {
+            let mut m = base_census.by_qos.clone();
+            for (q, (p, c)) in &plan.by_qos {
+                let e = m.entry(q.to_string()).or_default();
+                e.0 += p;
+                e.1 += c;
+            }
+            m
+        },
+        kubepods_root: scratch.join("kubepods"),
+    };
+
+    let mut cg_ms = Vec::with_capacity(rounds);
+    let mut find_ms = Vec::with_capacity(rounds);
+    let mut cg_rss = Vec::with_capacity(rounds);
+    let mut find_rss = Vec::with_capacity(rounds);
+    let mut errors: Vec<String> = Vec::new();
+    let mut last_total = 0;
+    for round in 0..WARMUP_ROUNDS + rounds {
+        check_cancel(&cancel)?;
+        let warm = round < WARMUP_ROUNDS;
+        let label = if warm { format!("warm-up {}", round + 1) } else { format!("round {}", round - WARMUP_ROUNDS + 1) };
+
+        // The host's own cgroups may come and go: count them (not ours) around each run.
+        let outside_before = count_dirs_outside(&memory_root, &scratch);
+        let s = run_status(&cgleak)?;
+        let outside = (outside_before, count_dirs_outside(&memory_root, &scratch));
+        if let Err(e) = parse_census(&s.stdout).and_then(|c| expected.check(&c, outside, &memory.mount.mount_point, &memory_root)) {
+            errors.push(format!("{label}: cgleak: {e}"));
+        }
+        check_cancel(&cancel)?;
+        let outside_before = count_dirs_outside(&memory_root, &scratch);
+        let f = run_find(&memory_root, &scratch)?;
+        let outside = (outside_before, count_dirs_outside(&memory_root, &scratch));
+        if f.ours != expected.built {
+            errors.push(format!("{label}: find counted {} directories in {}, {} were built", f.ours, scratch.display(), expected.built));
+        }
+        if !within(f.count - f.ours, outside) {
+            errors.push(format!("{label}: find counted {} directories outside {}, the host has {outside:?}", f.count - f.ours, scratch.display()));
+        }
+        last_total = f.count;
+        println!(
+            "status_vs_find: {label:<11} cgleak {:>8.2} ms {:>6} KB   find {:>8.2} ms {:>6} KB",
+            ms(s.wall),
+            s.maxrss_kb,
+            ms(f.wall),
+            f.maxrss_kb
+        );
+        if !warm {
+            cg_ms.push(ms(s.wall));
+            find_ms.push(ms(f.wall));
+            cg_rss.push(s.maxrss_kb);
+            find_rss.push(f.maxrss_kb);
+        }
+    }
+
+    let t = Instant::now();
+    let removed = tree.created.len();
+    drop(tree);
+    println!("status_vs_find: removed {removed} memcgs in {:.1} s", t.elapsed().as_secs_f64());
+
+    let cg_med = median(&cg_ms);
+    let find_med = median(&find_ms);
+    let ratio = cg_med / find_med;
+    let cg_peak = cg_rss.iter().copied().max().unwrap_or(0);
+    let find_peak = find_rss.iter().copied().max().unwrap_or(0);
+    let ratio_ok = ratio <= TARGET_RATIO;
+    let rss_ok = cg_peak <= TARGET_RSS_KB;
+    let correct = errors.is_empty();
+
+    println!();
+    println!(
+        "status_vs_find: {memcgs} memcgs built ({} pods, {} containers), {} directories in {}, {rounds} rounds after {WARMUP_ROUNDS} warm-up",
+        plan.pods,
+        plan.containers,
+        last_total,
+        memory.mount.mount_point.display()
+    );
+    println!("  {:<22} {:>14} {:>14} {:>14} {:>14}", "command", "median ms", "min ms", "max ms", "peak RSS KB");
+    for (name, v, rss) in [("cgleak status -o json", &cg_ms, cg_peak), ("find -type d | wc -l", &find_ms, find_peak)] {
+        println!(
+            "  {:<22} {:>14.2} {:>14.2} {:>14.2} {:>14}",
+            name,
+            median(v),
+            v.iter().copied().fold(f64::INFINITY, f64::min),
+            v.iter().copied().fold(0.0, f64::max),
+            rss
+        );
+    }
+    println!("  ratio cgleak/find      {ratio:.3}   (target <= {TARGET_RATIO}: {})", if ratio_ok { "met" } else { "MISSED" });
+    println!("  cgleak peak RSS        {cg_peak} KB   (target <= {TARGET_RSS_KB} KB: {})", if rss_ok { "met" } else { "MISSED" });
+    println!("  correctness            {}", if correct { "every run matched the built tree".to_string() } else { format!("{} FAILED checks", errors.len()) });
+    for e in &errors {
+        println!("    {e}");
+    }
+    println!(
+        "status_vs_find: memcgs={memcgs} cgleak_median_ms={cg_med:.2} find_median_ms={find_med:.2} ratio={ratio:.3} cgleak_peak_rss_kb={cg_peak} target_ratio={TARGET_RATIO} target_rss_kb={TARGET_RSS_KB} ratio_ok={ratio_ok} rss_ok={rss_ok} correct={correct}"
+    );
+    Ok(correct)
+}
+
+fn env_u64(name: &str, default: u64) -> Result<u64, String> {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().map_err(|_| format!("{name}={v:?}: not a whole number")),
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(e) => Err(format!("{name}: {e}")),
+    }
+}
+
+fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
+    if cancel.load(Ordering::Relaxed) {
+        Err("interrupted (SIGINT/SIGTERM): scratch cgroups removed".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn memory_num_cgroups(host: &HostPaths) -> Result<u64, String> {
+    let rows = procfs::read_proc_cgroups(host).map_err(|e| e.to_string())?;
+    rows.iter()
+        .find(|r| r.subsys == "memory" && r.hierarchy != 0)
+        .map(|r| r.num_cgroups)
+        .ok_or_else(|| "/proc/cgroups has no v1 memory row".to_string())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------- the tree
+
+/// How many pods and containers make up the requested number of directories.
+struct TreePlan {
+    memcgs: u64,
+    pods: u64,
+    containers: u64,
+    /// QoS class -> (pods, containers).
+    by_qos: BTreeMap<&'static str, (u64, u64)>,
+}
+
+const QOS: [&str; 3] = ["guaranteed", "burstable", "besteffort"];
+
+impl TreePlan {
+    fn new(memcgs: u64) -> TreePlan {
+        let mut plan = TreePlan { memcgs, pods: 0, containers: 0, by_qos: BTreeMap::new() };
+        for q in QOS {
+            plan.by_qos.insert(q, (0, 0));
+        }
+        for i in 0.. {
+            let Some(n) = plan.containers_of(i) else { break };
+            plan.pods += 1;
+            plan.containers += n;
+            let e = plan.by_qos.get_mut(QOS[(i % 3) as usize]).unwrap();
+            e.0 += 1;
+            e.1 += n;
+        }
+        plan
+    }
+
+    /// Containers of pod `i`, None past the last pod. A last, partial pod takes the remainder.
+    fn containers_of(&self, i: u64) -> Option<u64> {
+        let left = self.memcgs - FIXED_DIRS;
+        let used = i * (1 + CONTAINERS_PER_POD);
+        (used < left).then(|| (left - used - 1).min(CONTAINERS_PER_POD))
+    }
+}
+
+/// splitmix64: deterministic ids for pod UIDs and container ids.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn pod_uid(seed: u64, pod: u64) -> String {
+    let a = mix(seed ^ (pod << 8) ^ 1);
+    let b = mix(a);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn container_id(seed: u64, pod: u64, c: u64) -> String {
+    let mut x = seed ^ (pod << 8) ^ (c << 2) ^ 2;
+    (0..4).map(|_| {
+        x = mix(x);
+        format!("{x:016x}")
+    })
+    .collect()
+}
+
+/// The scratch tree, removed again when dropped.
+struct ScratchTree {
+    root: PathBuf,
+    /// In creation order, parents before children.
+    created: Vec<PathBuf>,
+}
+
+impl ScratchTree {
+    fn build(root: &Path, plan: &TreePlan, cancel: &AtomicBool) -> Result<ScratchTree, String> {
+        // create_dir (not _all): an existing directory is not ours and is never touched.
+        fs::create_dir(root).map_err(|e| format!("mkdir {}: {e}", root.display()))?;
+        *SCRATCH.lock().unwrap_or_else(|p| p.into_inner()) = Some(root.to_path_buf());
+        let mut tree = ScratchTree { root: root.to_path_buf(), created: Vec::with_capacity(plan.memcgs as usize) };
+        tree.created.push(root.to_path_buf());
+        let kubepods = root.join("kubepods");
+        let qos_dirs = [kubepods.clone(), kubepods.join("burstable"), kubepods.join("besteffort")];
+        for d in &qos_dirs {
+            tree.mkdir(d)?;
+        }
+        let seed = mix(std::process::id() as u64);
+        let mut i = 0;
+        while let Some(n) = plan.containers_of(i) {
+            check_cancel(cancel)?;
+            let pod = qos_dirs[(i % 3) as usize].join(format!("pod{}", pod_uid(seed, i)));
+            tree.mkdir(&pod)?;
+            for c in 0..n {
+                tree.mkdir(&pod.join(container_id(seed, i, c)))?;
+            }
+            i += 1;
+            if i % 2000 == 0 {
+                println!("status_vs_find:   {} memcgs", tree.created.len());
+            }
+        }
+        assert!(tree.created.len() as u64 == plan.memcgs && plan.memcgs <= MAX_BENCH_MEMCGS);
+        Ok(tree)
+    }
+
+    fn mkdir(&mut self, p: &Path) -> Result<(), String> {
+        if self.created.len() as u64 >= MAX_BENCH_MEMCGS {
+            return Err(format!("refusing to create {}: {MAX_BENCH_MEMCGS} memcgs already built", p.display()));
+        }
+        fs::create_dir(p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
+        self.created.push(p.to_path_buf());
+        Ok(())
+    }
+}
+
+impl Drop for ScratchTree {
+    fn drop(&mut self) {
+        // Children before parents; rmdir of an empty memcg never blocks on charges.
+        for p in self.created.iter().rev() {
+            let _ = fs::remove_dir(p);
+        }
+        remove_tree(&self.root);
+        *SCRATCH.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Remove a cgroup subtree bottom-up with rmdir only (cgroup files cannot be unlinked,
+/// and rmdir of a cgroup directory takes its files with it). Errors are reported.
+fn remove_tree(root: &Path) {
+    if !root.exists() {
+        return;
+    }
+    if let Ok(rd) = fs::read_dir(root) {
+        for ent in rd.flatten() {
+            if ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_tree(&ent.path());
+            }
+        }
+    }
+    if let Err(e) = fs::remove_dir(root) {
+        if e.kind() != io::ErrorKind::NotFound {
+            eprintln!("status_vs_find: could not remove {}: {e}", root.display());
+        }
+    }
+}
+
+/// The release profile aborts on panic, so Drop would not run: the hook removes the tree.
+fn install_cleanup_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let scratch = SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(root) = scratch {
+            eprintln!("status_vs_find: panic: removing {}", root.display());
+            remove_tree(&root);
+        }
+    }));
+}
+
+// ---------------------------------------------------------------- running the commands
+
+struct Run {
+    wall: Duration,
+    maxrss_kb: u64,
+    stdout: Vec<u8>,
+}
+
+struct FindRun {
+    wall: Duration,
+    maxrss_kb: u64,
+    /// Lines printed (`| wc -l`).
+    count: u64,
+    /// Of those, lines in the scratch tree.
+    ours: u64,
+}
+
+/// argv[1] that makes this binary a launcher (see `launch`).
+const LAUNCH_ARG: &str = "__cgleak_bench_launch";
+
+/// Launcher mode: `<bench> __cgleak_bench_launch <report file> <program> <args...>`.
+///
+/// The child's ru_maxrss cannot come from this bench directly: at exec the kernel
+/// folds the hiwater RSS of the mm being replaced into the new program's maxrss
+/// (fs/exec.c exec_mmap, setmax_mm_hiwater_rss), and a child spawned from the bench
+/// starts from the bench's mm (vfork shares it, fork copies it), so every child would
+/// report at least the bench's own peak (30,000 paths, JSON buffers). A freshly
+/// exec'd launcher is small: it spawns the program, reaps it with wait4 and writes
+/// `wall_ns maxrss_kb wait_status` to the report file. Wall time is taken around the
+/// program only, so the launcher's own start-up is in neither figure.
+fn launch(args: &[String]) -> ExitCode {
+    let [report, program, rest @ ..] = args else {
+        eprintln!("usage: {LAUNCH_ARG} <report file> <program> <args...>");
+        return ExitCode::from(2);
+    };
+    let start = Instant::now();
+    let child = match Command::new(program).args(rest).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return ExitCode::from(127);
+        }
+    };
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid pointers to a status int and an rusage for the duration of the call;
+        // pid is our unreaped child (std's Child is never waited on).
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            eprintln!("wait4 {pid}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let wall = start.elapsed();
+    // ru_maxrss is in kilobytes on Linux.
+    match fs::write(report, format!("{} {} {}\n", wall.as_nanos(), ru.ru_maxrss, status)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{report}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Run `program args` through a launcher (see `launch`), feeding its stdout to `sink`.
+/// Returns the program's wall time and peak RSS in KB.
+fn run_child(program: &Path, args: &[&str], sink: &mut dyn FnMut(&[u8])) -> Result<(Duration, u64), String> {
+    let what = format!("{} {}", program.display(), args.join(" "));
+    let report = std::env::temp_dir().join(format!("cgleak-bench-{}.rusage", std::process::id()));
+    let _ = fs::remove_file(&report);
+    let me = std::env::current_exe().map_err(|e| format!("cannot find the bench binary: {e}"))?;
+    let mut launcher = Command::new(me)
+        .arg(LAUNCH_ARG)
+        .arg(&report)
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start the launcher: {e}"))?;
+    let mut out = launcher.stdout.take().expect("stdout is piped");
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => sink(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{what}: reading stdout: {e}")),
+        }
+    }
+    let st = launcher.wait().map_err(|e| format!("{what}: waiting for the launcher: {e}"))?;
+    if !st.success() {
+        return Err(format!("{what}: launcher failed ({st})"));
+    }
+    let text = fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+    let _ = fs::remove_file(&report);
+    let f: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let [wall_ns, maxrss_kb, status] = f[..] else {
+        return Err(format!("{}: unexpected report {text:?}", report.display()));
+    };
+    let status = status as i32;
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("{what}: exited with wait status {status:#x}"));
+    }
+    Ok((Duration::from_nanos(wall_ns), maxrss_kb))
+}
+
+fn run_status(cgleak: &Path) -> Result<Run, String> {
+    let mut stdout = Vec::new();
+    let (wall, maxrss_kb) = run_child(cgleak, &["status", "--output", "json"], &mut |b| stdout.extend_from_slice(b))?;
+    Ok(Run { wall, maxrss_kb, stdout })
+}
+
+/// `find <root> -type d | wc -l`, with the lines counted here as wc -l would, and
+/// those in the scratch tree apart.
+fn run_find(root: &Path, scratch: &Path) -> Result<FindRun, String> {
+    let root = root.to_str().ok_or("the memory root is not UTF-8")?;
+    let prefix = scratch.as_os_str().as_encoded_bytes();
+    let (mut count, mut ours) = (0u64, 0u64);
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    let (wall, maxrss_kb) = run_child(Path::new("find"), &[root, "-type", "d"], &mut |b| {
+        for &c in b {
+            if c != b'\n' {
+                line.push(c);
+                continue;
+            }
+            count += 1;
+            let rest = line.strip_prefix(prefix);
+            if matches!(rest, Some(r) if r.is_empty() || r[0] == b'/') {
+                ours += 1;
+            }
+            line.clear();
+        }
+    })?;
+    Ok(FindRun { wall, maxrss_kb, count, ours })
+}
+
+/// Directories of the memory hierarchy outside the scratch tree, the root included.
+fn count_dirs_outside(dir: &Path, scratch: &Path) -> u64 {
+    if dir == scratch {
+        return 0;
+    }
+    let mut n = 1;
+    if let Ok(rd) = fs::read_dir(dir) {
+        for ent in rd.flatten() {
+            if ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                n += count_dirs_outside(&ent.path(), scratch);
+            }
+        }
+    }
+    n
+}
+
+/// Whether `n` is one of the two counts taken before and after a run.
+fn within(n: u64, (before, after): (u64, u64)) -> bool {
+    n == before || n == after
+}
+
+// ---------------------------------------------------------------- checking cgleak's answer
+
+struct CensusFigures {
+    live: u64,
+    pods: u64,
+    containers: u64,
+    by_qos: BTreeMap<String, (u64, u64)>,
+    roots: Vec<String>,
+}
+
+fn parse_census(stdout: &[u8]) -> Result<CensusFigures, String> {
+    let v: serde_json::Value = serde_json::from_slice(stdout).map_err(|e| format!("status --output json is not JSON: {e}"))?;
+    let live = v["memcg"]["live"].as_u64().ok_or("no memcg.live in the JSON")?;
+    let k = &v["kubepods"];
+    if k.is_null() {
+        return Ok(CensusFigures { live, pods: 0, containers: 0, by_qos: BTreeMap::new(), roots: Vec::new() });
+    }
+    let num = |x: &serde_json::Value, what: &str| x.as_u64().ok_or_else(|| format!("no {what} in the JSON"));
+    let mut by_qos = BTreeMap::new();
+    if let Some(m) = k["by_qos"].as_object() {
+        for (q, c) in m {
+            by_qos.insert(q.clone(), (num(&c["pods"], "by_qos pods")?, num(&c["containers"], "by_qos containers")?));
+        }
+    }
+    let roots = k["roots"].as_array().map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    Ok(CensusFigures { live, pods: num(&k["pods"], "kubepods.pods")?, containers: num(&k["containers"], "kubepods.containers")?, by_qos, roots })
+}
+
+struct Expected {
+    /// Directories built (memcgs), the scratch parent included.
+    built: u64,
+    pods: u64,
+    containers: u64,
+    by_qos: BTreeMap<String, (u64, u64)>,
+    /// Local path of the built kubepods directory.
+    kubepods_root: PathBuf,
+}
+
+impl Expected {
+    /// `outside`: the host's own directories counted before and after the run.
+    fn check(&self, c: &CensusFigures, outside: (u64, u64), mount_point: &Path, local_root: &Path) -> Result<(), String> {
+        let mut bad = Vec::new();
+        if c.live < self.built || !within(c.live - self.built, outside) {
+            bad.push(format!("memcg.live {} != {} built + {outside:?} of the host's own", c.live, self.built));
+        }
+        if c.pods != self.pods {
+            bad.push(format!("kubepods.pods {} != {}", c.pods, self.pods));
+        }
+        if c.containers != self.containers {
+            bad.push(format!("kubepods.containers {} != {}", c.containers, self.containers));
+        }
+        for (q, want) in &self.by_qos {
+            let got = c.by_qos.get(q).copied().unwrap_or_default();
+            if got != *want {
+                bad.push(format!("kubepods.by_qos.{q} (pods, containers) {got:?} != {want:?}"));
+            }
+        }
+        let rel = self.kubepods_root.strip_prefix(local_root).unwrap_or(&self.kubepods_root);
+        let root = mount_point.join(rel).display().to_string();
+        if !c.roots.contains(&root) {
+            bad.push(format!("kubepods.roots {:?} lacks {root}", c.roots));
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(bad.join("; "))
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests of the `cgleak` binary. One module per
+//! concern, so engineers can add theirs without touching each other's files.
+
+pub mod fixture;
+pub mod kernel;

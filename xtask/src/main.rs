@@ -1,0 +1,518 @@
+//! `cargo xtask vmtest`: cgleak against real kernels.
+//!
+//! For each Debian kernel and cgroup mode of the matrix it fetches the cloud kernel
+//! package (cached outside git), builds an initramfs holding busybox, `cgleak`,
+//! `cgleak-guest` (the scenarios) and their shared libraries, boots it with
+//! `qemu-system-x86_64 -accel tcg -cpu max`, and prints the guest's result lines: one
+//! JSON object per scenario, `{"kernel", "mode", "scenario", "passed", "details"}`.
+//! The host (`--kernel host`) runs the scenarios that are safe there.
+//!
+//! Why a loop device: page cache that pins dying memcgs must live on a disk-backed
+//! filesystem (tmpfs pages are shmem, which drop_caches does not free). ext4/ext2 is
+//! built into Debian's cloud kernels but every block driver is a module; loop.ko has no
+//! dependencies, so the guest insmods it from the same package and formats a sparse
+//! file on tmpfs with busybox mke2fs.
+
+mod cpio;
+mod kernels;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+const RESULT_MARKER: &str = "CGLEAK-LAB-RESULT ";
+const DONE_MARKER: &str = "CGLEAK-LAB-DONE";
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run cgleak's real-kernel scenarios in qemu guests (Debian 6.1 and 6.12) and on the host.
+    #[command(after_help = "\
+Without --kernel: the whole matrix, 6.1 v1, 6.1 v2, 6.12 v2 and the host.
+Kernel packages are cached in $CGLEAK_KERNEL_CACHE (default ~/.cache/cgleak/kernels).
+
+Examples:
+  cargo xtask vmtest
+  cargo xtask vmtest --kernel 6.1 --mode v1 --scenario census
+  cargo xtask vmtest --kernel host")]
+    Vmtest(VmtestArgs),
+}
+
+#[derive(clap::Args)]
+struct VmtestArgs {
+    /// 6.1, 6.12 or host [default: all of them].
+    #[arg(long, value_delimiter = ',')]
+    kernel: Vec<String>,
+    /// v1 or v2 [default: every mode the kernel has: 6.1 v1 and v2, 6.12 v2, host as it is].
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Scenarios to run [default: all that apply]: census, move-charge, runc, near-limit, exhaustion.
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Build cgleak with this cargo profile (release is several times faster under TCG).
+    #[arg(long, default_value = "release")]
+    profile: String,
+    /// Seconds a guest may run before qemu is killed.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Guest memory in MiB (65,535 memcgs need about 2 GiB of kernel memory).
+    #[arg(long, default_value_t = 4096)]
+    memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    smp: u32,
+    /// Look for newer kernel packages even when the cache holds one.
+    #[arg(long)]
+    refresh_kernels: bool,
+    /// Print the guest console as it comes.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    V1,
+    V2,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::V1 => "v1",
+            Mode::V2 => "v2",
+        }
+    }
+}
+
+const ALL_SCENARIOS: [&str; 5] = ["census", "move-charge", "runc", "near-limit", "exhaustion"];
+/// Fill the memcg ID space: guests only (facts §7).
+const GUEST_ONLY: [&str; 2] = ["near-limit", "exhaustion"];
+
+/// One boot (or the host run) of the matrix.
+#[derive(Debug, Clone)]
+struct Target {
+    /// "6.1", "6.12" or "host".
+    kernel: String,
+    mode: Option<Mode>,
+    scenarios: Vec<String>,
+}
+
+impl Target {
+    fn name(&self) -> String {
+        match self.mode {
+            Some(m) => format!("{} {}", self.kernel, m.as_str()),
+            None => self.kernel.clone(),
+        }
+    }
+}
+
+/// errno of mkdir on a full ID space, facts §1 (measured: 6.1 ENOSPC, 6.12 EBUSY).
+fn expected_errno(kernel: &str) -> &'static str {
+    if kernel == "6.1" { "ENOSPC" } else { "EBUSY" }
+}
+
+/// The matrix: which scenarios each kernel and mode runs by default. Filling the ID space
+/// (near-limit, exhaustion) runs once per kernel series: 6.1 v1 and 6.12 v2.
+fn default_scenarios(kernel: &str, mode: Option<Mode>) -> Vec<&'static str> {
+    match (kernel, mode) {
+        ("host", _) => vec!["census", "move-charge", "runc"],
+        ("6.1", Some(Mode::V2)) => vec!["census", "move-charge", "runc"],
+        _ => ALL_SCENARIOS.to_vec(),
+    }
+}
+
+fn plan(a: &VmtestArgs) -> Result<Vec<Target>> {
+    let kernels: Vec<String> = if a.kernel.is_empty() { vec!["6.1".into(), "6.12".into(), "host".into()] } else { a.kernel.clone() };
+    let mut out = Vec::new();
+    for k in kernels {
+        let modes: Vec<Option<Mode>> = match (k.as_str(), a.mode) {
+            ("host", _) => vec![None],
+            ("6.1", None) => vec![Some(Mode::V1), Some(Mode::V2)],
+            ("6.12", Some(Mode::V1)) => bail!("Debian's 6.12 is built without CONFIG_MEMCG_V1: no v1 memory controller (facts §7)"),
+            ("6.12", None) => vec![Some(Mode::V2)],
+            ("6.1" | "6.12", m) => vec![m],
+            (other, _) => bail!("--kernel {other}: expected 6.1, 6.12 or host"),
+        };
+        for mode in modes {
+            let scenarios: Vec<String> = if a.scenario.is_empty() {
+                default_scenarios(&k, mode).into_iter().map(str::to_string).collect()
+            } else {
+                for s in &a.scenario {
+                    if !ALL_SCENARIOS.contains(&s.as_str()) {
+                        bail!("--scenario {s}: expected one of {}", ALL_SCENARIOS.join(", "));
+                    }
+                }
+                let want: BTreeSet<&str> = a.scenario.iter().map(String::as_str).collect();
+                // Run order matters: exhaustion continues near-limit's fill.
+                ALL_SCENARIOS.iter().filter(|s| want.contains(*s)).map(|s| s.to_string()).collect()
+            };
+            if k == "host" {
+                if let Some(s) = scenarios.iter().find(|s| GUEST_ONLY.contains(&s.as_str())) {
+                    bail!("scenario {s} fills the memcg ID space: guests only, never on the host");
+                }
+            }
+            out.push(Target { kernel: k.clone(), mode, scenarios });
+        }
+    }
+    Ok(out)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Vmtest(a) => vmtest(&a),
+    };
+    match r {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+fn vmtest(a: &VmtestArgs) -> Result<bool> {
+    let started = Instant::now();
+    let targets = plan(a)?;
+    let guests = targets.iter().any(|t| t.kernel != "host");
+    ensure_host_tools(guests, targets.iter().any(|t| t.scenarios.iter().any(|s| s == "runc")))?;
+    let bins = build(&a.profile)?;
+    let work = bins.target_dir.join("vmtest");
+    fs::create_dir_all(&work)?;
+
+    let mut all_passed = true;
+    let mut summary = Vec::new();
+    for t in &targets {
+        let t0 = Instant::now();
+        eprintln!("xtask: == {}: {}", t.name(), t.scenarios.join(", "));
+        let lines = if t.kernel == "host" { run_host(t, &bins, &work) } else { run_guest(t, a, &bins, &work) };
+        let lines = lines.unwrap_or_else(|e| {
+            t.scenarios.iter().map(|s| result_line(t, s, false, json!({ "error": format!("{e:#}") }))).collect()
+        });
+        let mut out = std::io::stdout().lock();
+        for l in &lines {
+            writeln!(out, "{l}")?;
+            if l["passed"] != true {
+                all_passed = false;
+            }
+        }
+        out.flush()?;
+        let secs = t0.elapsed().as_secs_f64();
+        let failed: Vec<&str> = lines.iter().filter(|l| l["passed"] != true).filter_map(|l| l["scenario"].as_str()).collect();
+        summary.push(format!("{:<8} {:>6.1} s  {}", t.name(), secs, if failed.is_empty() { "passed".to_string() } else { format!("FAILED: {}", failed.join(", ")) }));
+    }
+    eprintln!("xtask: summary");
+    for s in &summary {
+        eprintln!("  {s}");
+    }
+    eprintln!("xtask: vmtest took {:.0} s; {}", started.elapsed().as_secs_f64(), if all_passed { "all passed" } else { "some FAILED" });
+    Ok(all_passed)
+}
+
+fn result_line(t: &Target, scenario: &str, passed: bool, details: Value) -> Value {
+    let mode = t.mode.map(|m| m.as_str().to_string()).unwrap_or_else(|| "host".into());
+    json!({ "kernel": t.kernel, "mode": mode, "scenario": scenario, "passed": passed, "details": details })
+}
+
+// ---------------------------------------------------------------------------------------
+// Host tools and the build
+// ---------------------------------------------------------------------------------------
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd} >/dev/null")]).status().is_ok_and(|s| s.success())
+}
+
+/// Install what the lab needs from Debian when it is missing (as root), so a fresh machine works.
+fn ensure_host_tools(guests: bool, runc: bool) -> Result<()> {
+    let mut pkgs = Vec::new();
+    if guests && !have("qemu-system-x86_64") {
+        pkgs.push("qemu-system-x86");
+    }
+    if guests && !is_static_busybox() {
+        pkgs.push("busybox-static");
+    }
+    if runc && !have("runc") {
+        pkgs.push("runc");
+    }
+    if pkgs.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("missing {}: install them (apt-get install {}) or run as root", pkgs.join(", "), pkgs.join(" "));
+    }
+    eprintln!("xtask: apt-get install {}", pkgs.join(" "));
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+    };
+    if !install()?.success() {
+        Command::new("apt-get").args(["update", "-qq"]).status()?;
+        if !install()?.success() {
+            bail!("apt-get install {} failed", pkgs.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn busybox_path() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+fn is_static_busybox() -> bool {
+    busybox_path().is_some_and(|p| {
+        Command::new("ldd").arg(&p).output().map(|o| !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic")).unwrap_or(false)
+    })
+}
+
+struct Bins {
+    target_dir: PathBuf,
+    cgleak: PathBuf,
+    guest: PathBuf,
+}
+
+fn build(profile: &str) -> Result<Bins> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo build --profile {profile} -p cgleak -p cgleak-guest");
+    let st = Command::new(&cargo)
+        .args(["build", "--locked", "--profile", profile, "-p", "cgleak", "-p", "cgleak-guest"])
+        .current_dir(workspace_root())
+        .status()
+        .context("run cargo build")?;
+    if !st.success() {
+        bail!("cargo build failed ({st})");
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let out = target_dir.join(if profile == "dev" { "debug" } else { profile });
+    Ok(Bins { cgleak: out.join("cgleak"), guest: out.join("cgleak-guest"), target_dir })
+}
+
+// ---------------------------------------------------------------------------------------
+// The host
+// ---------------------------------------------------------------------------------------
+
+fn run_host(t: &Target, bins: &Bins, work: &Path) -> Result<Vec<Value>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("host scenarios create cgroups: run as root");
+    }
+    // A directory on the repository's disk: page cache there pins memcgs (tmpfs would be shmem).
+    let data = work.join("host-data");
+    fs::create_dir_all(&data)?;
+    let mut cmd = Command::new(&bins.guest);
+    cmd.args(["run", "--env", "host", "--scenarios", &t.scenarios.join(",")])
+        .arg("--cgleak")
+        .arg(&bins.cgleak)
+        .arg("--data-dir")
+        .arg(&data);
+    if let Some(bb) = busybox_path() {
+        cmd.arg("--busybox").arg(bb);
+    }
+    let out = cmd.stderr(Stdio::inherit()).output().context("run cgleak-guest on the host")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines = parse_results(&text);
+    Ok(complete(t, lines, !text.contains(DONE_MARKER), &format!("cgleak-guest exited {}", out.status)))
+}
+
+fn parse_results(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.trim_end_matches('\r').split_once(RESULT_MARKER).map(|(_, j)| j))
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .collect()
+}
+
+/// A failed line for every scenario that did not report.
+fn complete(t: &Target, mut lines: Vec<Value>, incomplete: bool, why: &str) -> Vec<Value> {
+    for s in &t.scenarios {
+        if !lines.iter().any(|l| l["scenario"] == s.as_str()) {
+            lines.push(result_line(t, s, false, json!({ "error": format!("no result: {why}") })));
+        }
+    }
+    if incomplete && lines.iter().all(|l| l["passed"] == true) {
+        lines.push(result_line(t, "runner", false, json!({ "error": why })));
+    }
+    lines
+}
+
+// ---------------------------------------------------------------------------------------
+// Guests
+// ---------------------------------------------------------------------------------------
+
+fn run_guest(t: &Target, a: &VmtestArgs, bins: &Bins, work: &Path) -> Result<Vec<Value>> {
+    let mode = t.mode.context("a guest needs a mode")?;
+    let kernel = kernels::fetch(kernels::series(&t.kernel)?, a.refresh_kernels)?;
+    eprintln!("xtask: kernel {} ({})", kernel.release, kernel.package);
+    let dir = work.join(format!("{}-{}", t.kernel, mode.as_str()));
+    fs::create_dir_all(&dir)?;
+    let initrd = dir.join("initramfs.cpio");
+    let want_runc = t.scenarios.iter().any(|s| s == "runc");
+    fs::write(&initrd, initramfs(t, mode, bins, &kernel, want_runc)?)?;
+    let console = dir.join("console.log");
+    let results = dir.join("results.log");
+    let _ = fs::remove_file(&console);
+    fs::write(&results, "")?;
+
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-nodefaults", "-display", "none", "-no-reboot"])
+        .args(["-m", &a.memory.to_string(), "-smp", &a.smp.to_string()])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init"])
+        .arg("-serial")
+        .arg(if a.verbose { "stdio".to_string() } else { format!("file:{}", console.display()) })
+        .arg("-serial")
+        .arg(format!("file:{}", results.display()))
+        .stdin(Stdio::null());
+    if a.verbose {
+        qemu.stdout(Stdio::inherit());
+    } else {
+        qemu.stdout(Stdio::null());
+    }
+    let t0 = Instant::now();
+    let mut child = qemu.spawn().context("start qemu-system-x86_64")?;
+    let deadline = Duration::from_secs(a.timeout);
+    let why = loop {
+        if let Some(st) = child.try_wait()? {
+            break if st.success() { "guest powered off".to_string() } else { format!("qemu exited {st}") };
+        }
+        if t0.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break format!("guest killed after the {} s timeout", a.timeout);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("xtask: {} guest ran {:.1} s ({why})", t.name(), t0.elapsed().as_secs_f64());
+    let text = fs::read_to_string(&results).unwrap_or_default();
+    let done = text.contains(DONE_MARKER);
+    let lines = complete(t, parse_results(&text), !done, &why);
+    if !done || lines.iter().any(|l| l["passed"] != true) {
+        if let Ok(c) = fs::read_to_string(&console) {
+            let tail: Vec<&str> = c.lines().rev().take(40).collect();
+            eprintln!("xtask: last lines of {}:", console.display());
+            for l in tail.iter().rev() {
+                eprintln!("  | {l}");
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// Shared libraries of a dynamically linked binary, as ldd resolves them (the loader included).
+fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(bin).output().context("run ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not a dynamic") || text.contains("statically linked") {
+        return Ok(Vec::new());
+    }
+    let mut libs = Vec::new();
+    for l in text.lines() {
+        let l = l.trim();
+        let path = match l.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => l.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    Ok(libs)
+}
+
+fn add_binary(c: &mut cpio::Cpio, seen: &mut BTreeSet<PathBuf>, src: &Path, dest: &str) -> Result<()> {
+    c.file(dest, 0o755, &fs::read(src).with_context(|| format!("read {}", src.display()))?);
+    for lib in shared_libs(src)? {
+        if seen.insert(lib.clone()) {
+            // fs::read follows symlinks: the library lands under the name the loader asks for.
+            let data = fs::read(&lib).with_context(|| format!("read {}", lib.display()))?;
+            c.file(&lib.to_string_lossy(), 0o755, &data);
+        }
+    }
+    Ok(())
+}
+
+fn initramfs(t: &Target, mode: Mode, bins: &Bins, kernel: &kernels::Kernel, want_runc: bool) -> Result<Vec<u8>> {
+    let mut c = cpio::Cpio::default();
+    let mut seen = BTreeSet::new();
+    for d in ["dev", "proc", "sys", "tmp", "run", "mnt/data", "etc", "root", "var/lib/kubelet"] {
+        c.dir(d);
+    }
+    c.char_dev("/dev/console", 5, 1);
+    let busybox = busybox_path().context("busybox-static is not installed")?;
+    c.file("/bin/busybox", 0o755, &fs::read(&busybox)?);
+    c.symlink("/bin/sh", "busybox");
+    add_binary(&mut c, &mut seen, &bins.cgleak, "/bin/cgleak")?;
+    add_binary(&mut c, &mut seen, &bins.guest, "/bin/cgleak-guest")?;
+    c.file("/lib/cgleak-lab/loop.ko", 0o644, &fs::read(&kernel.loop_ko)?);
+    let mut runc_args = String::new();
+    if want_runc {
+        if let Some(runc) = which("runc") {
+            add_binary(&mut c, &mut seen, &runc, "/bin/runc")?;
+            runc_args = " --runc /bin/runc --busybox /bin/busybox".into();
+        }
+    }
+    let cgroup_setup = match mode {
+        Mode::V1 => "mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup && mkdir /sys/fs/cgroup/memory && mount -t cgroup -o memory memory /sys/fs/cgroup/memory",
+        Mode::V2 => "mount -t cgroup2 cgroup2 /sys/fs/cgroup && echo +memory > /sys/fs/cgroup/cgroup.subtree_control",
+    };
+    let expect = expected_errno(&t.kernel);
+    let init = format!(
+        r#"#!/bin/sh
+# cgleak lab guest init ({kernel} {mode}), written by `cargo xtask vmtest`.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+echo "cgleak-lab: kernel $(uname -r), {mode}, $(nproc) CPUs, $(free -m | awk '/Mem:/{{print $2}}') MiB"
+# A disk-backed filesystem whose page cache drop_caches can free: ext2 on a loop device.
+insmod /lib/cgleak-lab/loop.ko
+truncate -s 256M /tmp/data.img
+losetup /dev/loop0 /tmp/data.img && mke2fs -q /dev/loop0 >/dev/null 2>&1 || mke2fs /dev/loop0 >/dev/null
+mount -t ext2 -o noatime /dev/loop0 /mnt/data || echo "cgleak-lab: no ext2 data disk"
+{cgroup_setup} || echo "cgleak-lab: cgroup setup failed"
+stty -F /dev/ttyS1 raw -echo 2>/dev/null
+/bin/cgleak-guest run --env guest --kernel {kernel} --mode {mode} --scenarios {scenarios} --cgleak /bin/cgleak --data-dir /mnt/data --expect-errno {expect} --results /dev/ttyS1{runc_args}
+echo "cgleak-lab: runner exited $?"
+sync
+reboot -f
+"#,
+        kernel = t.kernel,
+        mode = mode.as_str(),
+        scenarios = t.scenarios.join(","),
+    );
+    c.file("/init", 0o755, init.as_bytes());
+    Ok(c.finish())
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    let out = Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!p.is_empty()).then(|| PathBuf::from(p))
+}
