@@ -43,7 +43,7 @@ pub fn run(g: &GlobalArgs, a: &ProbeArgs) -> Result<u8, Failure> {
     }
     let relative = cgroup_relative_path(a.parent.as_deref())?;
     let host = g.host()?;
-    let memory = CgroupLayout::discover(&host)?.memory().ok_or_else(|| {
+    let memory = CgroupLayout::discover(&host)?.memory_checked()?.ok_or_else(|| {
         Failure::runtime(format!(
             "no memory cgroup controller found in {} (neither a v1 memory hierarchy nor memory in the cgroup2 root's cgroup.controllers)",
             host.host("/proc/self/mountinfo").display()

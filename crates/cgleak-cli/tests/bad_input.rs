@@ -282,12 +282,11 @@ fn kubelet_root_that_does_not_exist_claims_no_orphans() {
     );
 }
 
-/// Known bug, kept ignored until fixed (see the fixture report): on a v2 host whose
+/// Regression: on a v2 host whose
 /// cgroup root the caller cannot read, CgroupLayout::memory() (cgleak-readers
 /// mountinfo.rs) swallows the EACCES on cgroup.controllers and cgleak says "no memory
 /// cgroup controller is mounted" with exit 1, instead of exit 77 and "run as root".
 #[test]
-#[ignore = "readers: CgroupLayout::memory() turns EACCES on the v2 root's cgroup.controllers into 'no memory controller' (exit 1, not 77)"]
 fn not_permitted_on_a_v2_root() {
     let f = cgleak_fixtures::debian_6_1_v2();
     let root_dir = f.path("/sys/fs/cgroup");

@@ -532,13 +532,12 @@ fn v6_12_v2_exhausted() {
     );
 }
 
-/// Known bug, kept ignored until fixed (see the fixture report): Debian and Ubuntu
+/// Regression: Debian and Ubuntu
 /// package runc as "1.0.0~rc6+dfsg1" / "1.0.0~rc93+ds1" ('~' marks a pre-release in
 /// Debian versions). cgleak-readers versions.rs reads them as 1.0.0, so runc rc6 is
 /// reported as "1.0.0-rc94+ ignores kernel memory" and the upgrade-runc remedy is lost
 /// on kmem opt-in kernels (Ubuntu 16.04's 4.4 kernels ship runc 1.0.0~rc7+git...).
 #[test]
-#[ignore = "readers: versions.rs parses Debian's runc 1.0.0~rc6+dfsg1 as 1.0.0 (the '~rc' pre-release is dropped)"]
 fn debian_runc_tilde_rc_is_a_pre_release() {
     let f = cgleak_fixtures::debian_4_19_v1_dying();
     let c = on_fixture(&f, &["check", "--output", "json"]).json();
@@ -548,7 +547,7 @@ fn debian_runc_tilde_rc_is_a_pre_release() {
         .iter()
         .find(|v| v["component"] == "runc")
         .expect("runc found");
-    assert_eq!(runc["version"], "1.0.0-rc6", "{runc}");
+    assert_eq!(runc["version"], "1.0.0~rc6", "{runc}");
     let fnd = finding(&c, "runc_version").unwrap();
     assert!(
         fnd["summary"]
@@ -559,12 +558,11 @@ fn debian_runc_tilde_rc_is_a_pre_release() {
     );
 }
 
-/// Known wording bug, kept ignored until fixed (see the fixture report): the
+/// Regression: the
 /// memcg_id_headroom evidence says "N live memcgs (directories, root included)" and
 /// names the mount point on v2 too, where live memcgs are not the directories (root +
 /// children of +memory parents) and on 6.12+ come from cgroup.stat nr_subsys_memory.
 #[test]
-#[ignore = "model: verdict.rs memcg_id_headroom evidence calls v2 memcgs 'directories' and does not name cgroup.stat nr_subsys_memory"]
 fn v2_live_evidence_names_its_source() {
     let f = cgleak_fixtures::debian_6_12_v2_dying_subsys();
     let c = on_fixture(&f, &["check", "--output", "json"]).json();

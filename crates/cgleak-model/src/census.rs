@@ -81,8 +81,15 @@ pub struct KmemSample {
 #[derive(Debug, Clone, Serialize)]
 pub struct MemcgSection {
     pub live: u64,
+    /// How live memcgs were counted: `directories` (v1: every directory of the hierarchy),
+    /// `nr_subsys_memory` (v2 6.12+: the root's cgroup.stat), `subtree_control` (v2: the root plus
+    /// every child of a cgroup with +memory in cgroup.subtree_control).
+    pub live_source: &'static str,
     pub dying: Option<u64>,
     pub dying_source: &'static str,
+    /// Where dying memcgs cannot be counted (3.10): a lower bound from slab caches whose
+    /// cgroup is gone (each pins its memcg, KERNEL-FACTS.md section 2). Null elsewhere.
+    pub dying_at_least: Option<u64>,
     pub id_limit: u64,
     pub ids_in_use: Option<u64>,
     pub ids_in_use_confidence: Confidence,
@@ -233,7 +240,7 @@ impl CensusInputs {
     pub fn read(host: &HostPaths) -> Result<CensusInputs, CensusError> {
         let layout = CgroupLayout::discover(host)?;
         let memory = layout
-            .memory()
+            .memory_checked()?
             .ok_or_else(|| CensusError::NoMemoryController { mountinfo: host.host("/proc/self/mountinfo") })?;
         let release = procfs::read_osrelease(host)?;
         let era = KernelEra::from_release_str(&release);
@@ -265,10 +272,11 @@ pub fn census_with(host: &HostPaths, inputs: CensusInputs) -> Result<Census, Cen
 
     // v2 on 6.12+: the kernel's own count of live memcgs (root included, as measured in a 6.12 guest).
     let root_stat = if v1 { None } else { read_root_stat(&root)? };
-    let live = if v1 {
-        stats.dirs
-    } else {
-        root_stat.as_ref().and_then(|m| m.get("nr_subsys_memory").copied()).unwrap_or(visitor.v2_memcgs)
+    let kernel_live = root_stat.as_ref().and_then(|m| m.get("nr_subsys_memory").copied());
+    let (live, live_source) = match (v1, kernel_live) {
+        (true, _) => (stats.dirs, "directories"),
+        (false, Some(n)) => (n, "nr_subsys_memory"),
+        (false, None) => (visitor.v2_memcgs, "subtree_control"),
     };
 
     let has_subsys_key = root_stat.as_ref().is_some_and(|m| m.contains_key("nr_dying_subsys_memory"));
@@ -300,8 +308,12 @@ pub fn census_with(host: &HostPaths, inputs: CensusInputs) -> Result<Census, Cen
         ));
     }
 
+    let names = visitor.names.take();
+    let summary = slab::dead_cache_summary(&slab_scan.caches, &|n: &str| names.as_ref().is_some_and(|s| s.contains(n)));
+    let dying_at_least = (dying.is_none() && era.dying_hold_ids && summary.dead_ids > 0).then_some(summary.dead_ids);
+
     let swap = procfs::read_swap(host).unwrap_or_default();
-    let (ids_in_use, confidence, reason) = ids_in_use(&era, live, dying, method, swap, &memory);
+    let (ids_in_use, confidence, reason) = ids_in_use(&era, live, dying, dying_at_least, method, swap, &memory);
     let headroom = match confidence {
         Confidence::Exact | Confidence::Estimate => ids_in_use.map(|i| MEMCG_ID_LIMIT.saturating_sub(i)),
         _ => None,
@@ -320,8 +332,6 @@ pub fn census_with(host: &HostPaths, inputs: CensusInputs) -> Result<Census, Cen
         ),
     };
 
-    let names = visitor.names.take();
-    let summary = slab::dead_cache_summary(&slab_scan.caches, &|n: &str| names.as_ref().is_some_and(|s| s.contains(n)));
     let slab = SlabSection { readable: slab_scan.readable, naming: slab_scan.naming, summary };
 
     let kubepods = kubepods_summary(host, &memory, visitor.kubepods)?;
@@ -354,8 +364,10 @@ pub fn census_with(host: &HostPaths, inputs: CensusInputs) -> Result<Census, Cen
         },
         memcg: MemcgSection {
             live,
+            live_source,
             dying,
             dying_source,
+            dying_at_least,
             id_limit: MEMCG_ID_LIMIT,
             ids_in_use,
             ids_in_use_confidence: confidence,
@@ -387,6 +399,7 @@ fn ids_in_use(
     era: &KernelEra,
     live: u64,
     dying: Option<u64>,
+    dying_at_least: Option<u64>,
     method: DyingCountMethod,
     swap: SwapInfo,
     memory: &MemoryHierarchy,
@@ -398,14 +411,22 @@ fn ids_in_use(
             Confidence::Exact,
             format!("on {} dying memcgs keep their IDs: {live} live + {d} dying", era.id.as_str()),
         ),
-        (true, None) => (
-            Some(live),
-            Confidence::LowerBound,
-            format!(
-                "on {} dying memcgs keep their IDs but cannot be counted (/proc/cgroups drops them at rmdir): at least the {live} live memcgs hold IDs; run `cgleak probe` to prove headroom",
-                era.id.as_str()
-            ),
-        ),
+        (true, None) => {
+            let seen = dying_at_least.unwrap_or(0);
+            let slab = if seen > 0 {
+                format!(" plus at least {seen} dying ones still pinned by slab caches of deleted cgroups")
+            } else {
+                String::new()
+            };
+            (
+                Some(live + seen),
+                Confidence::LowerBound,
+                format!(
+                    "on {} dying memcgs keep their IDs but cannot be counted (/proc/cgroups drops them at rmdir): at least the {live} live memcgs{slab} hold IDs; run `cgleak probe` to prove headroom",
+                    era.id.as_str()
+                ),
+            )
+        }
         (false, d) => {
             let d = d.unwrap_or(0);
             if swap.used_kib() > 0 && d > 0 {
@@ -498,7 +519,7 @@ fn kubepods_summary(host: &HostPaths, memory: &MemoryHierarchy, col: KubepodsCol
         e.containers += pod.containers as u64;
         if let Some(known) = &known {
             if !known.contains(&pod.uid) && !cgroupfs::subtree_has_procs(&memory.mount.local.join(&pod.path))? {
-                orphan_pods.push(OrphanPod { uid: pod.uid.clone(), qos: pod.qos, path: host_path(memory, &pod.path) });
+                orphan_pods.push(OrphanPod { uid: pod.uid.clone(), qos: pod.qos, containers: pod.containers, path: host_path(memory, &pod.path) });
             }
         }
     }

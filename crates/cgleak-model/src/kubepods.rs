@@ -186,6 +186,8 @@ pub struct QosCounts {
 pub struct OrphanPod {
     pub uid: String,
     pub qos: QosClass,
+    /// Container cgroups still under it.
+    pub containers: u32,
     /// Host path of the pod cgroup in the memory hierarchy.
     pub path: String,
 }

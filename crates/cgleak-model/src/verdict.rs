@@ -127,7 +127,15 @@ fn findings(c: &Census, node: &NodeFacts) -> Vec<Finding> {
     let cgroups_file = "/proc/cgroups".to_string();
 
     // 1. The ID space.
-    let mut id_ev = vec![ev(mem_root.clone(), format!("{} live memcgs (directories, root included)", m.live))];
+    let live_ev = match m.live_source {
+        "nr_subsys_memory" => ev(format!("{mem_root}/cgroup.stat"), format!("nr_subsys_memory {} (live memcgs, root included)", m.live)),
+        "subtree_control" => ev(
+            format!("{mem_root}/**/cgroup.subtree_control"),
+            format!("{} live memcgs (root plus children of cgroups with +memory)", m.live),
+        ),
+        _ => ev(mem_root.clone(), format!("{} live memcgs (directories, root included)", m.live)),
+    };
+    let mut id_ev = vec![live_ev];
     if let Some(d) = m.dying {
         id_ev.push(ev(dying_file(m.dying_source, mem_root, &cgroups_file), format!("{d} dying memcgs ({})", m.dying_source)));
     }
@@ -142,6 +150,7 @@ fn findings(c: &Census, node: &NodeFacts) -> Vec<Finding> {
             } else {
                 (Severity::Info, Verdict::Healthy, format!("{:.1}% of the memcg ID space is in use", frac * 100.0))
             };
+            id_ev.push(ev("MEM_CGROUP_ID_MAX", format!("limit {MEMCG_ID_LIMIT}, {ids} in use, headroom {head}")));
             out.push(Finding {
                 id: "memcg_id_headroom",
                 severity: sev,
@@ -203,8 +212,9 @@ fn findings(c: &Census, node: &NodeFacts) -> Vec<Finding> {
             severity: sev,
             summary: if k > 0 {
                 format!(
-                    "{k} memcgs have kernel-memory accounting switched on{how}: on {} each of them leaks its ID (or its memory) when deleted while slab objects remain charged",
-                    era.id.as_str()
+                    "{k} memcgs have kernel-memory accounting switched on{how}: on {} each of them, once deleted, {} while slab objects stay charged to it",
+                    era.id.as_str(),
+                    if era.dying_hold_ids { "keeps its memcg ID" } else { "lingers as a dying memcg holding kernel memory" }
                 )
             } else {
                 "no memcg has kernel-memory accounting switched on".to_string()
@@ -236,7 +246,10 @@ fn findings(c: &Census, node: &NodeFacts) -> Vec<Finding> {
             out.push(Finding {
                 id: "orphan_pod_cgroups",
                 severity: Severity::Warning,
-                summary: format!("{o} pod cgroups have no task and no pod directory in the kubelet's state: leaked, they hold {o}+ memcg IDs"),
+                summary: {
+                    let ids: u64 = kp.orphan_pods.iter().map(|p| 1 + p.containers as u64).sum();
+                    format!("{o} pod cgroups have no task and no pod directory in the kubelet's state: leaked, they hold {ids} memcg IDs (pods and their container cgroups)")
+                },
                 evidence: kp.orphan_pods.iter().take(5).map(|p| ev(p.path.clone(), format!("no tasks; {}/{} missing", kp.kubelet_pods_dir, p.uid))).collect(),
                 implies: Verdict::Leaking,
             });
@@ -400,7 +413,11 @@ fn remedies(verdict: Verdict, c: &Census, node: &NodeFacts, findings: &[Finding]
     if kmem_leak {
         out.push(Remedy {
             action: "migrate",
-            summary: "move running pods' tasks into fresh memory cgroups without kmem accounting at the same paths, so deleting them no longer leaks; IDs already leaked stay until a reboot".into(),
+            summary: if era.dying_hold_ids {
+                "move running pods' tasks into fresh memory cgroups without kmem accounting at the same paths, so deleting them no longer leaks; IDs already leaked stay until a reboot".into()
+            } else {
+                "move running pods' tasks into fresh memory cgroups without kmem accounting at the same paths, so deleted pods stop leaving slab-pinned dying memcgs".into()
+            },
             needs_reboot: false,
             disturbs_pods: false,
         });
@@ -455,7 +472,7 @@ fn remedies(verdict: Verdict, c: &Census, node: &NodeFacts, findings: &[Finding]
     if verdict >= Verdict::AtRisk && !era.dying_hold_ids {
         out.push(Remedy {
             action: "reduce-cgroups",
-            summary: "live memcgs fill the ID space: lower the kubelet's max-pods or move pods to other nodes".into(),
+            summary: "live memcgs fill the ID space: find who creates them (cgleak status shows the kubepods share), lower the kubelet's max-pods, or move workloads to other nodes".into(),
             needs_reboot: false,
             disturbs_pods: true,
         });

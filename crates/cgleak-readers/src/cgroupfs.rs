@@ -94,9 +94,21 @@ pub fn walk(root: &Path, visitor: &mut dyn CgroupVisitor) -> Result<WalkStats> {
     let fd = openat(CWD, root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| ReadError::io(root, e.into()))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| ReadError::io(root, e.into()))?;
-    let mut w = Walker { stats: WalkStats { dirs: 1, ..Default::default() }, buf: vec![MaybeUninit::uninit(); 16 * 1024], components: Vec::new() };
+    let mut w = Walker {
+        stats: WalkStats { dirs: 1, ..Default::default() },
+        buf: vec![MaybeUninit::uninit(); 16 * 1024],
+        components: Vec::new(),
+        error_at: None,
+    };
     let subdirs = nlink_subdirs(st.st_nlink as u64);
-    w.dir(fd, subdirs, visitor).map_err(|e| ReadError::io(root, e))?;
+    w.dir(fd, subdirs, visitor).map_err(|e| {
+        // Name the directory that failed, not the root of the walk.
+        let mut p = root.to_path_buf();
+        for c in w.error_at.take().unwrap_or_default() {
+            p.push(OsStr::from_bytes(c.as_bytes()));
+        }
+        ReadError::io(p, e)
+    })?;
     Ok(w.stats)
 }
 
@@ -108,11 +120,21 @@ struct Walker {
     stats: WalkStats,
     buf: Vec<MaybeUninit<u8>>,
     components: Vec<CString>,
+    /// Where the first real (not "gone") error happened, relative to the root.
+    error_at: Option<Vec<CString>>,
 }
 
 impl Walker {
     fn dir(&mut self, fd: OwnedFd, subdirs: Option<u32>, visitor: &mut dyn CgroupVisitor) -> io::Result<()> {
-        let children = self.list(&fd, subdirs)?;
+        let children = match self.list(&fd, subdirs) {
+            Ok(c) => c,
+            Err(e) => {
+                if !is_gone_io(&e) && self.error_at.is_none() {
+                    self.error_at = Some(self.components.clone());
+                }
+                return Err(e);
+            }
+        };
         self.stats.listed += 1;
         self.stats.dirs += children.len() as u64;
         visitor.visit(&WalkDir { fd: &fd, components: &self.components }, &children);
@@ -132,7 +154,14 @@ impl Walker {
                     }
                 }
                 Err(e) if is_gone_io(&e.into()) => self.stats.gone += 1,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if self.error_at.is_none() {
+                        let mut at = self.components.clone();
+                        at.push(c.name);
+                        self.error_at = Some(at);
+                    }
+                    return Err(e.into());
+                }
             }
         }
         Ok(())
@@ -158,7 +187,7 @@ impl Walker {
                 continue;
             }
             let sub = match statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(s) => nlink_subdirs(s.st_nlink as u64),
+                Ok(s) => nlink_subdirs(s.st_nlink),
                 Err(e) if is_gone_io(&e.into()) => {
                     self.stats.gone += 1;
                     continue;

@@ -203,17 +203,28 @@ impl CgroupLayout {
 
     /// Where the memory controller is: a v1 hierarchy, or v2 if its root lists
     /// `memory` in `cgroup.controllers`. None: no memory controller on this host.
+    /// Use [`CgroupLayout::memory_checked`] to tell "none" from "could not look".
     pub fn memory(&self) -> Option<MemoryHierarchy> {
+        self.memory_checked().ok().flatten()
+    }
+
+    /// As [`CgroupLayout::memory`], but an unreadable v2 `cgroup.controllers`
+    /// (EACCES as non-root, say) is an error naming the file, not "no controller".
+    pub fn memory_checked(&self) -> Result<Option<MemoryHierarchy>> {
         if let Some(m) = self.v1_with("memory") {
-            return Some(MemoryHierarchy { version: 1, mount: m.clone() });
+            return Ok(Some(MemoryHierarchy { version: 1, mount: m.clone() }));
         }
-        let v2 = self.v2.as_ref()?;
-        let controllers = std::fs::read_to_string(v2.local.join("cgroup.controllers")).ok()?;
-        if controllers.split_whitespace().any(|c| c == "memory") {
-            Some(MemoryHierarchy { version: 2, mount: v2.clone() })
-        } else {
-            None
-        }
+        let Some(v2) = self.v2.as_ref() else { return Ok(None) };
+        let path = v2.local.join("cgroup.controllers");
+        let controllers = match std::fs::read_to_string(&path) {
+            Ok(c) => c,
+            Err(e) if crate::error::is_gone_io(&e) => return Ok(None),
+            Err(e) => return Err(ReadError::io(path, e)),
+        };
+        Ok(controllers
+            .split_whitespace()
+            .any(|c| c == "memory")
+            .then(|| MemoryHierarchy { version: 2, mount: v2.clone() }))
     }
 
     /// Every hierarchy a container runtime writes into (v1 ones and the v2 one).

@@ -278,7 +278,8 @@ impl Version {
             return None;
         }
         let mut pre = None;
-        if let Some(rest) = s[pos..].strip_prefix('-') {
+        // Debian writes pre-releases with "~" ("1.0.0~rc6+dfsg1"), which sorts before the release.
+        if let Some(rest) = s[pos..].strip_prefix('-').or_else(|| s[pos..].strip_prefix('~')) {
             let label_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
             let label = rest[..label_len].to_ascii_lowercase();
             if PRE_LABELS.contains(&label.as_str()) {
