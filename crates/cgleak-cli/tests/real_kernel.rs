@@ -572,3 +572,41 @@ fn real_kernel_check_healthy_here() {
     }
     eprintln!("check here: {verdict} (exit {code:?}), {} findings, {} remedies", findings.len(), remedies.len());
 }
+
+/// `--host-root` as in a DaemonSet pod: in a private mount namespace the host's `/`
+/// is bind-mounted at `<tmp>/host`, so `<root>/proc/self/mountinfo` lists the cgroup
+/// mounts twice (at /sys/fs/cgroup/... and at <tmp>/host/sys/fs/cgroup/...). cgleak
+/// must read the ones under the host root and report them by the host's names.
+#[test]
+fn real_kernel_host_root_in_a_mount_namespace() {
+    let _serial = serial();
+    assert_root();
+    let mem = memory_mount();
+    let unshare = find_program("unshare", &["/usr/bin/unshare"]).expect("unshare (util-linux) is needed for this test");
+    let tmp = tempfile::tempdir().unwrap();
+    let host = tmp.path().join("host");
+    fs::create_dir(&host).unwrap();
+    let script = format!(
+        "mount --rbind / {h} && exec {bin} --host-root {h} status --output json",
+        h = host.display(),
+        bin = env!("CARGO_BIN_EXE_cgleak")
+    );
+    let (direct, _) = quiet_status(&mem.mount_point, &[]);
+    let out = Command::new(unshare).args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    assert!(out.status.success(), "cgleak --host-root in a mount namespace failed: {}", describe(&out));
+    let via = json_of(&out);
+    // The private namespace dies with the process: nothing stays mounted on the host.
+    assert!(fs::read_dir(&host).unwrap().next().is_none(), "the bind mount leaked out of its namespace");
+    assert_eq!(via["cgroup"]["memory_root"], direct["cgroup"]["memory_root"], "{:#}", via["cgroup"]);
+    assert_eq!(via["cgroup"]["mode"], direct["cgroup"]["mode"]);
+    assert_eq!(via["kernel"]["release"], direct["kernel"]["release"]);
+    let live_direct = u64_at(&direct, "/memcg/live") as i64;
+    let live_via = u64_at(&via, "/memcg/live") as i64;
+    // The host's own cgroups may come and go between the two runs: only a handful.
+    assert!((live_direct - live_via).abs() <= 5, "live via --host-root {live_via}, direct {live_direct}");
+    assert!(
+        via["cgroup"]["mounts"].as_array().unwrap().iter().all(|m| !m["mount_point"].as_str().unwrap().contains(host.to_str().unwrap())),
+        "mount points must be reported by the host's names: {:#}",
+        via["cgroup"]["mounts"]
+    );
+}
