@@ -5,10 +5,11 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::fixture::{at, cgleak, cgleak_cmd, on_fixture, Run};
+use common::fixture::{at, cgleak, cgleak_cmd, finding, on_fixture, Fixture, Run};
 
 fn fail_with(run: &Run, code: i32, needles: &[&str]) {
     assert_eq!(run.code, code, "exit code: {run:#?}");
@@ -25,6 +26,13 @@ fn fail_with(run: &Run, code: i32, needles: &[&str]) {
     );
 }
 
+/// With `content` in the fixture's `host_path`, `cgleak <args>` fails with exit 1 and a
+/// message naming `needles`.
+fn fails_on(f: &Fixture, host_path: &str, content: &str, args: &[&str], needles: &[&str]) {
+    fs::write(f.path(host_path), content).unwrap();
+    fail_with(&on_fixture(f, args), 1, needles);
+}
+
 #[test]
 fn missing_proc_cgroups_on_v1_4_19() {
     // 4.x v1 counts dying memcgs from /proc/cgroups: without it there is no census.
@@ -39,70 +47,71 @@ fn missing_proc_cgroups_on_v1_4_19() {
 #[test]
 fn garbage_in_proc_cgroups() {
     let f = cgleak_fixtures::debian_4_19_v1_dying();
-    fs::write(
-        f.path("/proc/cgroups"),
+    fails_on(
+        &f,
+        "/proc/cgroups",
         "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t11\t37\t1\nmemory\tfour\t5037\t1\n",
-    )
-    .unwrap();
-    let run = on_fixture(&f, &["status"]);
-    fail_with(&run, 1, &["/proc/cgroups", "line 3"]);
-    fs::write(f.path("/proc/cgroups"), "\u{0}\u{1}binary junk\n").unwrap();
-    let run = on_fixture(&f, &["check"]);
-    fail_with(&run, 1, &["/proc/cgroups"]);
+        &["status"],
+        &["/proc/cgroups", "line 3"],
+    );
+    fails_on(
+        &f,
+        "/proc/cgroups",
+        "\u{0}\u{1}binary junk\n",
+        &["check"],
+        &["/proc/cgroups"],
+    );
 }
 
 #[test]
 fn garbage_in_v2_root_cgroup_stat() {
     let f = cgleak_fixtures::debian_6_1_v2();
-    fs::write(
-        f.path("/sys/fs/cgroup/cgroup.stat"),
+    let stat = "/sys/fs/cgroup/cgroup.stat";
+    fails_on(
+        &f,
+        stat,
         "nr_descendants 45\nnr_dying_descendants lots\n",
-    )
-    .unwrap();
-    let run = on_fixture(&f, &["status", "--output", "json"]);
-    fail_with(
-        &run,
-        1,
-        &["/sys/fs/cgroup/cgroup.stat", "nr_dying_descendants"],
+        &["status", "--output", "json"],
+        &[stat, "nr_dying_descendants"],
     );
-    fs::write(
-        f.path("/sys/fs/cgroup/cgroup.stat"),
+    fails_on(
+        &f,
+        stat,
         "just one token per line\n",
-    )
-    .unwrap();
-    let run = on_fixture(&f, &["check"]);
-    fail_with(&run, 1, &["cgroup.stat"]);
+        &["check"],
+        &["cgroup.stat"],
+    );
 }
 
 #[test]
 fn mountinfo_without_a_memory_controller() {
     // v1: the memory hierarchy is not mounted.
     let f = cgleak_fixtures::debian_4_19_v1_dying();
-    let mi = f.path("/proc/self/mountinfo");
-    let text = fs::read_to_string(&mi).unwrap();
+    let mi = "/proc/self/mountinfo";
+    let text = fs::read_to_string(f.path(mi)).unwrap();
     let without: String = text
         .lines()
         .filter(|l| !l.contains(" /sys/fs/cgroup/memory "))
         .map(|l| format!("{l}\n"))
         .collect();
     assert_ne!(text, without, "the fixture mounted memory");
-    fs::write(&mi, without).unwrap();
-    let run = on_fixture(&f, &["status"]);
-    fail_with(
-        &run,
-        1,
-        &["no memory cgroup controller", "/proc/self/mountinfo"],
+    fails_on(
+        &f,
+        mi,
+        &without,
+        &["status"],
+        &["no memory cgroup controller", mi],
     );
 
     // v2: cgroup2 is mounted but its root does not offer memory.
     let f = cgleak_fixtures::debian_6_1_v2();
-    fs::write(
-        f.path("/sys/fs/cgroup/cgroup.controllers"),
+    fails_on(
+        &f,
+        "/sys/fs/cgroup/cgroup.controllers",
         "cpuset cpu io pids\n",
-    )
-    .unwrap();
-    let run = on_fixture(&f, &["check", "--output", "json"]);
-    fail_with(&run, 1, &["no memory cgroup controller"]);
+        &["check", "--output", "json"],
+        &["no memory cgroup controller"],
+    );
 }
 
 #[test]
@@ -116,13 +125,13 @@ fn missing_mountinfo() {
 #[test]
 fn garbage_mountinfo() {
     let f = cgleak_fixtures::debian_6_1_v2();
-    fs::write(
-        f.path("/proc/self/mountinfo"),
+    fails_on(
+        &f,
+        "/proc/self/mountinfo",
         "this is not a mount table\n",
-    )
-    .unwrap();
-    let run = on_fixture(&f, &["status"]);
-    fail_with(&run, 1, &["/proc/self/mountinfo", "line 1"]);
+        &["status"],
+        &["/proc/self/mountinfo", "line 1"],
+    );
 }
 
 #[test]
@@ -150,9 +159,8 @@ fn host_root_that_is_a_file() {
 #[test]
 fn empty_osrelease() {
     let f = cgleak_fixtures::debian_6_1_v2();
-    fs::write(f.path("/proc/sys/kernel/osrelease"), "\n").unwrap();
-    let run = on_fixture(&f, &["status"]);
-    fail_with(&run, 1, &["/proc/sys/kernel/osrelease"]);
+    let osrelease = "/proc/sys/kernel/osrelease";
+    fails_on(&f, osrelease, "\n", &["status"], &[osrelease]);
 }
 
 fn is_root() -> bool {
@@ -189,30 +197,38 @@ fn as_nobody() -> Option<Command> {
     None
 }
 
-#[test]
-fn not_permitted_as_nobody() {
-    // Unprivileged: the memory hierarchy is root's and mode 700, as cgroupfs directories
-    // can be. As root, run the binary as nobody; as a user, make the directory 000.
-    let f = cgleak_fixtures::debian_4_19_v1_dying();
-    let mem = f.path("/sys/fs/cgroup/memory");
+/// `cgleak <args>` on `f` without the right to read the directory `host_dir`: as root,
+/// run as nobody with the directory 0700; as a user, with the directory 0000. Its mode
+/// is 0755 again afterwards.
+fn run_without_access(f: &Fixture, host_dir: &str, args: &[&str]) -> Run {
+    let dir = f.path(host_dir);
+    let chmod = |mode| fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
     let run = match as_nobody() {
         Some(cmd) => {
-            fs::set_permissions(&mem, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+            chmod(0o700);
             let root = f.root().to_str().unwrap().to_string();
-            cgleak_cmd(cmd, &["--host-root", &root, "status", "--output", "json"])
+            let mut all = vec!["--host-root", root.as_str()];
+            all.extend_from_slice(args);
+            cgleak_cmd(cmd, &all)
         }
         None if !is_root() => {
-            fs::set_permissions(&mem, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
-            on_fixture(&f, &["status", "--output", "json"])
+            chmod(0o000);
+            on_fixture(f, args)
         }
         None => panic!("running as root but neither setpriv nor runuser is installed: cannot test the unprivileged path"),
     };
-    fs::set_permissions(&mem, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    fail_with(
-        &run,
-        77,
-        &["/sys/fs/cgroup/memory", "Permission denied", "run as root"],
-    );
+    chmod(0o755);
+    run
+}
+
+#[test]
+fn not_permitted_as_nobody() {
+    // Unprivileged: the memory hierarchy is root's and mode 700, as cgroupfs directories
+    // can be.
+    let f = cgleak_fixtures::debian_4_19_v1_dying();
+    let mem = "/sys/fs/cgroup/memory";
+    let run = run_without_access(&f, mem, &["status", "--output", "json"]);
+    fail_with(&run, 77, &[mem, "Permission denied", "run as root"]);
 }
 
 #[test]
@@ -246,12 +262,7 @@ fn unknown_release_string_still_works_and_says_the_era_is_guessed() {
     let check = on_fixture(&f, &["check", "--output", "json"]);
     assert!([0, 3].contains(&check.code), "{check:#?}");
     let c = check.json();
-    let era = c["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == "kernel_era")
-        .unwrap();
+    let era = finding(&c, "kernel_era").unwrap();
     assert!(
         era["summary"].as_str().unwrap().contains("not recognised"),
         "{era}"
@@ -289,30 +300,6 @@ fn kubelet_root_that_does_not_exist_claims_no_orphans() {
 #[test]
 fn not_permitted_on_a_v2_root() {
     let f = cgleak_fixtures::debian_6_1_v2();
-    let root_dir = f.path("/sys/fs/cgroup");
-    let run = match as_nobody() {
-        Some(cmd) => {
-            fs::set_permissions(
-                &root_dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            )
-            .unwrap();
-            let root = f.root().to_str().unwrap().to_string();
-            cgleak_cmd(cmd, &["--host-root", &root, "status"])
-        }
-        None => {
-            fs::set_permissions(
-                &root_dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o000),
-            )
-            .unwrap();
-            on_fixture(&f, &["status"])
-        }
-    };
-    fs::set_permissions(
-        &root_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let run = run_without_access(&f, "/sys/fs/cgroup", &["status"]);
     fail_with(&run, 77, &["/sys/fs/cgroup", "run as root"]);
 }

@@ -12,9 +12,9 @@
 
 mod common;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use common::fixture::{assert_snapshot, at, normalize, on_fixture, Fixture};
+use common::fixture::{assert_snapshot, at, find_in, finding, normalize, on_fixture, Fixture};
 
 const ID_LIMIT: u64 = 65535;
 
@@ -34,6 +34,45 @@ struct Expect {
     exit: i32,
 }
 
+/// The contract of a CentOS/RHEL 7 3.10 node, healthy (facts §1, §2): dying memcgs keep
+/// their IDs and /proc/cgroups forgets them, so the IDs in use are only a lower bound.
+const EL7_3_10: Expect = Expect {
+    era: "3.10-el7",
+    mode: "v1",
+    confidence: "lower_bound",
+    headroom: None,
+    dying_source: "not_countable",
+    orphans: 0,
+    verdict: "healthy",
+    exit: 0,
+};
+
+/// The contract of a healthy v1 node of 4.7 .. 5.4.40 (facts §1, §2): IDs released at
+/// offline, dying memcgs are /proc/cgroups minus the live ones.
+const V1_4_7: Expect = Expect {
+    era: "4.7-5.4.40",
+    mode: "v1",
+    confidence: "exact",
+    headroom: Some(None),
+    dying_source: "proc_cgroups_minus_live",
+    orphans: 0,
+    verdict: "healthy",
+    exit: 0,
+};
+
+/// The contract of a healthy 6.12+ v2 node (facts §1, §2): cgroup.stat counts memcgs and
+/// dying ones exactly.
+const V2_6_12: Expect = Expect {
+    era: "6.12+",
+    mode: "v2",
+    confidence: "exact",
+    headroom: Some(None),
+    dying_source: "nr_dying_subsys_memory",
+    orphans: 0,
+    verdict: "healthy",
+    exit: 0,
+};
+
 fn check_fixture(f: Fixture, e: Expect) {
     let t = f.truth.clone();
     let name = f.name;
@@ -49,64 +88,29 @@ fn check_fixture(f: Fixture, e: Expect) {
             serde_json::to_string_pretty(&s).unwrap()
         )
     };
-    assert_eq!(
-        at(&s, "kernel.release"),
-        t.release,
-        "{}",
-        ctx("kernel.release")
-    );
-    assert_eq!(at(&s, "kernel.era"), e.era, "{}", ctx("kernel.era"));
-    assert_eq!(
-        at(&s, "kernel.era_exact"),
-        true,
-        "{}",
-        ctx("kernel.era_exact")
-    );
-    assert_eq!(at(&s, "cgroup.mode"), e.mode, "{}", ctx("cgroup.mode"));
-    assert_eq!(
-        at(&s, "cgroup.memory_root"),
-        t.memory_root,
-        "{}",
-        ctx("cgroup.memory_root")
-    );
-    assert_eq!(
-        at(&s, "memcg.live").as_u64(),
-        Some(t.live_memcgs),
-        "{}",
-        ctx("memcg.live")
-    );
-    // dying: the exact figure the fixture wrote, or null where the kernel hides it (3.10).
-    match t.dying {
-        Some(d) => assert_eq!(
-            at(&s, "memcg.dying").as_u64(),
-            Some(d),
-            "{}",
-            ctx("memcg.dying")
-        ),
-        None => assert!(
-            at(&s, "memcg.dying").is_null(),
-            "{}",
-            ctx("memcg.dying must be null")
-        ),
+    let headroom = e.headroom.map(|h| h.unwrap_or(ID_LIMIT - t.live_memcgs));
+    // Each census field and what it must be. Null where this kernel cannot tell: dying
+    // (3.10 hides dying memcgs), headroom, kmem_active (where kmem is not opt-in).
+    for (path, want) in [
+        ("kernel.release", json!(t.release)),
+        ("kernel.era", json!(e.era)),
+        ("kernel.era_exact", json!(true)),
+        ("cgroup.mode", json!(e.mode)),
+        ("cgroup.memory_root", json!(t.memory_root)),
+        ("memcg.live", json!(t.live_memcgs)),
+        ("memcg.dying", json!(t.dying)),
+        ("memcg.dying_source", json!(e.dying_source)),
+        ("memcg.id_limit", json!(ID_LIMIT)),
+        ("memcg.ids_in_use_confidence", json!(e.confidence)),
+        ("memcg.headroom", json!(headroom)),
+        ("memcg.kmem_active", json!(t.kmem_active)),
+        ("kubepods.pods", json!(t.pods)),
+        ("kubepods.containers", json!(t.containers)),
+        ("kubepods.orphans", json!(e.orphans)),
+        ("walk_gone", json!(0)),
+    ] {
+        assert_eq!(at(&s, path), &want, "{}", ctx(path));
     }
-    assert_eq!(
-        at(&s, "memcg.dying_source"),
-        e.dying_source,
-        "{}",
-        ctx("memcg.dying_source")
-    );
-    assert_eq!(
-        at(&s, "memcg.id_limit").as_u64(),
-        Some(ID_LIMIT),
-        "{}",
-        ctx("memcg.id_limit")
-    );
-    assert_eq!(
-        at(&s, "memcg.ids_in_use_confidence"),
-        e.confidence,
-        "{}",
-        ctx("memcg.ids_in_use_confidence")
-    );
     let ids = at(&s, "memcg.ids_in_use")
         .as_u64()
         .expect("ids_in_use is a number on every fixture");
@@ -115,54 +119,9 @@ fn check_fixture(f: Fixture, e: Expect) {
         "{}",
         ctx("ids_in_use below the live memcgs")
     );
-    match e.headroom {
-        None => assert!(
-            at(&s, "memcg.headroom").is_null(),
-            "{}",
-            ctx("memcg.headroom must be null")
-        ),
-        Some(h) => {
-            let want = h.unwrap_or(ID_LIMIT - t.live_memcgs);
-            assert_eq!(
-                at(&s, "memcg.headroom").as_u64(),
-                Some(want),
-                "{}",
-                ctx("memcg.headroom")
-            );
-            assert_eq!(ids + want, ID_LIMIT, "{}", ctx("ids_in_use + headroom"));
-        }
+    if let Some(h) = headroom {
+        assert_eq!(ids + h, ID_LIMIT, "{}", ctx("ids_in_use + headroom"));
     }
-    match t.kmem_active {
-        Some(k) => assert_eq!(
-            at(&s, "memcg.kmem_active").as_u64(),
-            Some(k),
-            "{}",
-            ctx("memcg.kmem_active")
-        ),
-        None => assert!(
-            at(&s, "memcg.kmem_active").is_null(),
-            "{}",
-            ctx("memcg.kmem_active must be null")
-        ),
-    }
-    assert_eq!(
-        at(&s, "kubepods.pods").as_u64(),
-        Some(t.pods),
-        "{}",
-        ctx("kubepods.pods")
-    );
-    assert_eq!(
-        at(&s, "kubepods.containers").as_u64(),
-        Some(t.containers),
-        "{}",
-        ctx("kubepods.containers")
-    );
-    assert_eq!(
-        at(&s, "kubepods.orphans").as_u64(),
-        Some(e.orphans),
-        "{}",
-        ctx("kubepods.orphans")
-    );
     assert_eq!(
         e.orphans,
         t.orphan_uids.len() as u64,
@@ -180,12 +139,6 @@ fn check_fixture(f: Fixture, e: Expect) {
         t.orphan_uids.iter().map(String::as_str).collect::<Vec<_>>(),
         "{}",
         ctx("kubepods.orphan_pods")
-    );
-    assert_eq!(
-        at(&s, "walk_gone").as_u64(),
-        Some(0),
-        "{}",
-        ctx("walk_gone")
     );
     assert_snapshot(&format!("{name}.status.json"), &s);
 
@@ -210,12 +163,9 @@ fn check_fixture(f: Fixture, e: Expect) {
     fixture_specific(name, &s, &c);
 }
 
-fn finding<'a>(c: &'a Value, id: &str) -> Option<&'a Value> {
-    c["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == id)
+/// The severity of the finding `id`, which the report must have.
+fn severity<'a>(c: &'a Value, id: &str) -> &'a Value {
+    &finding(c, id).unwrap_or_else(|| panic!("no {id} finding"))["severity"]
 }
 
 fn remedies(c: &Value) -> Vec<&str> {
@@ -227,26 +177,34 @@ fn remedies(c: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// A kmem opt-in kernel without cgroup.memory=nokmem (3.10.0-957, 4.4) whose per-memcg
+/// slab caches, dead ones among them, are named as `naming` says: no nokmem remedy.
+fn dead_caches_and_no_nokmem(s: &Value, rem: &[&str], naming: &str) {
+    assert_eq!(at(s, "slab.naming"), naming);
+    assert!(at(s, "slab.dead_caches").as_u64().unwrap() > 0);
+    assert_eq!(at(s, "kernel.nokmem_supported"), false);
+    assert!(!rem.contains(&"nokmem"), "{rem:?}");
+}
+
+/// The memcg_id_headroom finding, of `severity`, its summary saying `headroom`.
+fn headroom_finding<'a>(c: &'a Value, severity: &str, headroom: &str) -> &'a Value {
+    let f = finding(c, "memcg_id_headroom").expect("a memcg_id_headroom finding");
+    assert_eq!(f["severity"], severity, "{f}");
+    assert!(f["summary"].as_str().unwrap().contains(headroom), "{f}");
+    f
+}
+
 /// Checks that only make sense for one fixture.
 fn fixture_specific(name: &str, s: &Value, c: &Value) {
     let rem = remedies(c);
     match name {
         "centos7-957-kmem" => {
             // 3.10: per-memcg caches at the top of /sys/kernel/slab; filebeat and node-exporter names carry several ids.
-            assert_eq!(at(s, "slab.naming"), "top_level");
-            assert_eq!(at(s, "slab.names_with_several_ids").as_u64(), Some(2));
-            assert!(at(s, "slab.dead_caches").as_u64().unwrap() > 0);
-            assert_eq!(
-                finding(c, "slab_dead_caches").unwrap()["severity"],
-                "warning"
-            );
-            assert_eq!(
-                finding(c, "kmem_accounting_active").unwrap()["severity"],
-                "warning"
-            );
             // 957 predates the RHEL7 nokmem backport (1062+): no nokmem remedy.
-            assert_eq!(at(s, "kernel.nokmem_supported"), false);
-            assert!(!rem.contains(&"nokmem"), "{rem:?}");
+            dead_caches_and_no_nokmem(s, &rem, "top_level");
+            assert_eq!(at(s, "slab.names_with_several_ids").as_u64(), Some(2));
+            assert_eq!(severity(c, "slab_dead_caches"), "warning");
+            assert_eq!(severity(c, "kmem_accounting_active"), "warning");
             assert!(
                 rem.contains(&"upgrade-runc") && rem.contains(&"upgrade-kubelet"),
                 "{rem:?}"
@@ -265,28 +223,19 @@ fn fixture_specific(name: &str, s: &Value, c: &Value) {
                 false,
                 "4.4.20+ carry the ID refcount backport"
             );
-            assert_eq!(at(s, "slab.naming"), "cgroup_subdir");
-            assert!(at(s, "slab.dead_caches").as_u64().unwrap() > 0);
             // cgroup.memory=nokmem does not exist in 4.4.
-            assert_eq!(at(s, "kernel.nokmem_supported"), false);
-            assert!(!rem.contains(&"nokmem"), "{rem:?}");
+            dead_caches_and_no_nokmem(s, &rem, "cgroup_subdir");
         }
         "debian-4.19-v1-dying" => {
-            assert_eq!(finding(c, "dying_memcgs").unwrap()["severity"], "warning");
-            assert_eq!(
-                finding(c, "orphan_pod_cgroups").unwrap()["severity"],
-                "warning"
-            );
+            assert_eq!(severity(c, "dying_memcgs"), "warning");
+            assert_eq!(severity(c, "orphan_pod_cgroups"), "warning");
             assert!(rem.contains(&"gc") && rem.contains(&"reclaim"), "{rem:?}");
             assert_eq!(at(s, "kubepods.by_qos.guaranteed.pods").as_u64(), Some(2));
         }
         "debian-5.10-hybrid" => {
             assert_eq!(at(s, "cgroup.memory_version").as_u64(), Some(1));
-            assert!(at(s, "cgroup.mounts")
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["version"] == 2 && m["mount_point"] == "/sys/fs/cgroup/unified"));
+            let unified = find_in(s, "cgroup.mounts", "mount_point", "/sys/fs/cgroup/unified");
+            assert_eq!(unified.expect("the unified mount")["version"], 2);
             assert_eq!(at(s, "kubepods.driver"), "systemd");
             assert_eq!(at(c, "node.cgroup_driver.driver"), "systemd");
             assert_eq!(
@@ -304,13 +253,8 @@ fn fixture_specific(name: &str, s: &Value, c: &Value) {
             assert_eq!(at(s, "kubepods.containers").as_u64(), Some(6));
         }
         "debian-6.12-v2-dying-subsys" => {
-            assert_eq!(finding(c, "dying_memcgs").unwrap()["severity"], "warning");
-            let reclaim = c["remedies"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|r| r["action"] == "reclaim")
-                .expect("a reclaim remedy");
+            assert_eq!(severity(c, "dying_memcgs"), "warning");
+            let reclaim = find_in(c, "remedies", "action", "reclaim").expect("a reclaim remedy");
             assert!(
                 reclaim["summary"]
                     .as_str()
@@ -320,25 +264,14 @@ fn fixture_specific(name: &str, s: &Value, c: &Value) {
             );
         }
         "6.12-v2-near-limit" => {
-            let f = finding(c, "memcg_id_headroom").unwrap();
-            assert_eq!(f["severity"], "warning");
+            let f = headroom_finding(c, "warning", "headroom 3035");
             assert!(
-                f["summary"].as_str().unwrap().contains("headroom 3035"),
-                "{f}"
-            );
-            assert!(
-                f["evidence"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|e| e["file"] == "/sys/fs/cgroup/cgroup.stat"),
+                find_in(f, "evidence", "file", "/sys/fs/cgroup/cgroup.stat").is_some(),
                 "{f}"
             );
         }
         "6.12-v2-exhausted" => {
-            let f = finding(c, "memcg_id_headroom").unwrap();
-            assert_eq!(f["severity"], "critical");
-            assert!(f["summary"].as_str().unwrap().contains("headroom 0"), "{f}");
+            headroom_finding(c, "critical", "headroom 0");
             assert!(rem.contains(&"reboot"), "{rem:?}");
         }
         other => panic!("no fixture-specific checks for {other}"),
@@ -375,36 +308,18 @@ fn centos7_957_kmem() {
     check_fixture(
         cgleak_fixtures::centos7_957_kmem(),
         Expect {
-            era: "3.10-el7",
-            mode: "v1",
-            // facts §1, §2: dying memcgs keep IDs and /proc/cgroups forgets them: only a lower bound.
-            confidence: "lower_bound",
-            headroom: None,
-            dying_source: "not_countable",
-            orphans: 0,
             // kmem active in the kubepods tree and dead per-memcg caches.
             verdict: "leaking",
             exit: 3,
+            ..EL7_3_10
         },
     );
 }
 
 #[test]
 fn rhel7_1160_nokmem() {
-    check_fixture(
-        cgleak_fixtures::rhel7_1160_nokmem(),
-        Expect {
-            era: "3.10-el7",
-            mode: "v1",
-            confidence: "lower_bound",
-            headroom: None,
-            dying_source: "not_countable",
-            orphans: 0,
-            // nokmem: no kmem-active memcg, no per-memcg caches.
-            verdict: "healthy",
-            exit: 0,
-        },
-    );
+    // nokmem: no kmem-active memcg, no per-memcg caches.
+    check_fixture(cgleak_fixtures::rhel7_1160_nokmem(), EL7_3_10);
 }
 
 #[test]
@@ -412,16 +327,11 @@ fn linux_4_4_v1() {
     check_fixture(
         cgleak_fixtures::linux_4_4_v1(),
         Expect {
-            // 4.4.131 carries the 73f576c04b94 backport: IDs released at offline (facts §1).
-            era: "4.7-5.4.40",
-            mode: "v1",
-            confidence: "exact",
-            headroom: Some(None),
-            dying_source: "proc_cgroups_minus_live",
-            orphans: 0,
             // kmem opt-in switched on by kubelet 1.11/runc rc5; dead caches pin dying memcgs (<= 5.8).
             verdict: "leaking",
             exit: 3,
+            // 4.4.131 carries the 73f576c04b94 backport: IDs released at offline (facts §1).
+            ..V1_4_7
         },
     );
 }
@@ -431,15 +341,11 @@ fn debian_4_19_v1_dying() {
     check_fixture(
         cgleak_fixtures::debian_4_19_v1_dying(),
         Expect {
-            era: "4.7-5.4.40",
-            mode: "v1",
-            confidence: "exact",
-            headroom: Some(None),
-            dying_source: "proc_cgroups_minus_live",
-            orphans: 2,
             // 5000 dying > live, and two orphaned pod cgroups.
+            orphans: 2,
             verdict: "leaking",
             exit: 3,
+            ..V1_4_7
         },
     );
 }
@@ -484,15 +390,10 @@ fn debian_6_12_v2_dying_subsys() {
     check_fixture(
         cgleak_fixtures::debian_6_12_v2_dying_subsys(),
         Expect {
-            era: "6.12+",
-            mode: "v2",
-            confidence: "exact",
-            headroom: Some(None),
-            dying_source: "nr_dying_subsys_memory",
-            orphans: 0,
             // 2417 dying > live.
             verdict: "leaking",
             exit: 3,
+            ..V2_6_12
         },
     );
 }
@@ -502,15 +403,11 @@ fn v6_12_v2_near_limit() {
     check_fixture(
         cgleak_fixtures::v6_12_v2_near_limit(),
         Expect {
-            era: "6.12+",
-            mode: "v2",
-            confidence: "exact",
             // 65535 - 62500
             headroom: Some(Some(3035)),
-            dying_source: "nr_dying_subsys_memory",
-            orphans: 0,
             verdict: "at_risk",
             exit: 3,
+            ..V2_6_12
         },
     );
 }
@@ -520,14 +417,10 @@ fn v6_12_v2_exhausted() {
     check_fixture(
         cgleak_fixtures::v6_12_v2_exhausted(),
         Expect {
-            era: "6.12+",
-            mode: "v2",
-            confidence: "exact",
             headroom: Some(Some(0)),
-            dying_source: "nr_dying_subsys_memory",
-            orphans: 0,
             verdict: "exhausted",
             exit: 4,
+            ..V2_6_12
         },
     );
 }
@@ -541,12 +434,7 @@ fn v6_12_v2_exhausted() {
 fn debian_runc_tilde_rc_is_a_pre_release() {
     let f = cgleak_fixtures::debian_4_19_v1_dying();
     let c = on_fixture(&f, &["check", "--output", "json"]).json();
-    let runc = c["node"]["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["component"] == "runc")
-        .expect("runc found");
+    let runc = find_in(&c, "node.versions", "component", "runc").expect("runc found");
     assert_eq!(runc["version"], "1.0.0~rc6", "{runc}");
     let fnd = finding(&c, "runc_version").unwrap();
     assert!(

@@ -1,15 +1,17 @@
 //! The fixtures. Each public function is one kernel and one situation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{
     count_v2_memcgs, CgroupSpec, CgroupWriter, Kmem, SlabRow, V1Flavor, V1Tree, V2StatFormat,
-    V2Tree, V1_3_10, V1_4_19, V1_4_4, V1_5_10,
+    V2Totals, V2Tree, V1_3_10, V1_4_19, V1_4_4, V1_5_10,
 };
 use crate::host::{Host, Meminfo, Mountinfo, ProcCgroupsRow, RootFs};
 use crate::ids::Ids;
+use crate::k8s::Qos::{Besteffort, Burstable, Guaranteed};
 use crate::k8s::{write_kubepods, Container, Driver, KubeCgroups, Layout, Pod, Qos, Runtime};
 use crate::slab;
 use crate::write::count_dirs;
@@ -31,8 +33,19 @@ const GIB: u64 = 1024 * MIB;
 // ---------------------------------------------------------------------------------
 // Shared pieces
 
-/// v1 controller names as mount options and /proc/cgroups spell them.
-const V1_CONTROLLERS: [&str; 14] = [
+/// `/proc/sys/kernel/osrelease`, `/proc/cmdline` and `/proc/meminfo` of a node; returns
+/// the IDs of its pods and processes, seeded with `seed` (the fixture's name).
+fn boot(h: &Host, seed: &str, release: &str, cmdline: &str, meminfo: Meminfo) -> Ids {
+    h.osrelease(release);
+    h.cmdline(cmdline);
+    h.meminfo(meminfo);
+    Ids::new(seed)
+}
+
+/// v1 controllers as mount options and /proc/cgroups spell them, in the kernel's
+/// subsystem order (cgroup_subsys.h): /proc/cgroups of 4.4 .. 6.x lists them so, each
+/// kernel up to the last one it has (rdma from 4.11, misc from 5.13).
+const SUBSYS: [&str; 14] = [
     "cpuset",
     "cpu",
     "cpuacct",
@@ -49,29 +62,35 @@ const V1_CONTROLLERS: [&str; 14] = [
     "misc",
 ];
 
+/// Where a v1 node's memory hierarchy is mounted.
+const V1_MEMORY_ROOT: &str = "/sys/fs/cgroup/memory";
+
 struct Hierarchy {
     id: u32,
     local: PathBuf,
     controllers: Vec<&'static str>,
 }
 
-/// A v1 (or hybrid) host: the memory tree and every hierarchy it is mirrored into.
+/// A v1 (or hybrid) host: its kernel, the memory tree and every hierarchy it is
+/// mirrored into.
 struct V1Host {
+    kernel: &'static V1Kernel,
     tree: V1Tree,
     hierarchies: Vec<Hierarchy>,
 }
 
-/// Mount `mounts` (directory under /sys/fs/cgroup, super options) in mountinfo, make the
-/// memory hierarchy and mirror it into all the others (and into cgroup2 at
-/// /sys/fs/cgroup/unified when `unified`).
-fn v1_host(
-    h: &Host,
-    mi: &mut Mountinfo,
-    mounts: &[(&'static str, &'static str)],
-    flavor: V1Flavor,
-    root_procs: &[u32],
-    unified: bool,
-) -> V1Host {
+/// Mount the `kernel`'s hierarchies, make the memory hierarchy (`root_procs` in its
+/// root) and mirror it into all the others (and into cgroup2 at /sys/fs/cgroup/unified
+/// on a hybrid host), and write /proc/self/mountinfo.
+fn v1_host(h: &Host, kernel: &'static V1Kernel, root_procs: &[u32]) -> V1Host {
+    let V1Kernel {
+        rootfs,
+        mounts,
+        flavor,
+        unified,
+        ..
+    } = *kernel;
+    let mut mi = Mountinfo::new(rootfs);
     mi.cgroup_tmpfs();
     if unified {
         mi.cgroup2("/sys/fs/cgroup/unified", "nsdelegate");
@@ -81,7 +100,7 @@ fn v1_host(
         let mp = mi.cgroup_v1(dir, opts);
         let controllers = opts
             .split(',')
-            .filter_map(|o| V1_CONTROLLERS.iter().copied().find(|c| *c == o))
+            .filter_map(|o| SUBSYS.iter().copied().find(|c| *c == o))
             .collect();
         hierarchies.push(Hierarchy {
             id: i as u32 + 1,
@@ -89,6 +108,7 @@ fn v1_host(
             controllers,
         });
     }
+    h.mountinfo(&mi);
     let mem = hierarchies
         .iter()
         .find(|x| x.controllers.contains(&"memory"))
@@ -102,15 +122,21 @@ fn v1_host(
     if unified {
         tree.mirror_unified(h.path("/sys/fs/cgroup/unified"), root_procs);
     }
-    V1Host { tree, hierarchies }
+    V1Host {
+        kernel,
+        tree,
+        hierarchies,
+    }
 }
 
 impl V1Host {
     /// `/proc/cgroups`: num_cgroups is the hierarchy's directory count, plus the dying
     /// memcgs on the memory row (4.x+: nr_cgrps drops only when a cgroup is freed;
-    /// pass 0 for 3.10, which drops it at rmdir). `order` is the kernel's subsystem order.
-    fn proc_cgroups(&self, h: &Host, order: &[&'static str], dying_memory: u64) {
-        let rows: Vec<ProcCgroupsRow> = order
+    /// pass 0 for 3.10, which drops it at rmdir), in the kernel's subsystem order.
+    fn proc_cgroups(&self, h: &Host, dying_memory: u64) {
+        let rows: Vec<ProcCgroupsRow> = self
+            .kernel
+            .proc_cgroups
             .iter()
             .map(
                 |s| match self.hierarchies.iter().find(|x| x.controllers.contains(s)) {
@@ -131,6 +157,20 @@ impl V1Host {
             )
             .collect();
         h.proc_cgroups(&rows);
+    }
+
+    /// Finish a v1 node once every cgroup is written: `/proc/cgroups` with `dying` memcgs
+    /// (None: a 3.10 kernel, which forgets them at rmdir, so they cannot be counted), and
+    /// the truth: `pods` (from [`pod_truth`]) with the memcg figures of the tree, the
+    /// kmem-active memcgs counted where kmem accounting is opt-in.
+    fn truth(&self, h: &Host, dying: Option<u64>, pods: Truth) -> Truth {
+        self.proc_cgroups(h, dying.unwrap_or(0));
+        Truth {
+            live_memcgs: count_dirs(&self.tree.memory),
+            dying,
+            kmem_active: (self.kernel.kmem_opt_in).then(|| count_kmem_active(&self.tree.memory)),
+            ..pods
+        }
     }
 }
 
@@ -163,51 +203,10 @@ const PROC_CGROUPS_RHEL7: [&str; 12] = [
     "pids",
     "net_prio",
 ];
-const PROC_CGROUPS_4_4: [&str; 12] = [
-    "cpuset",
-    "cpu",
-    "cpuacct",
-    "blkio",
-    "memory",
-    "devices",
-    "freezer",
-    "net_cls",
-    "perf_event",
-    "net_prio",
-    "hugetlb",
-    "pids",
-];
-const PROC_CGROUPS_4_19: [&str; 13] = [
-    "cpuset",
-    "cpu",
-    "cpuacct",
-    "blkio",
-    "memory",
-    "devices",
-    "freezer",
-    "net_cls",
-    "perf_event",
-    "net_prio",
-    "hugetlb",
-    "pids",
-    "rdma",
-];
-const PROC_CGROUPS_6_X: [&str; 14] = [
-    "cpuset",
-    "cpu",
-    "cpuacct",
-    "blkio",
-    "memory",
-    "devices",
-    "freezer",
-    "net_cls",
-    "perf_event",
-    "net_prio",
-    "hugetlb",
-    "pids",
-    "rdma",
-    "misc",
-];
+
+const PROC_CGROUPS_4_4: &[&str] = SUBSYS.split_at(12).0;
+const PROC_CGROUPS_4_19: &[&str] = SUBSYS.split_at(13).0;
+const PROC_CGROUPS_6_X: &[&str] = &SUBSYS;
 
 /// CentOS/RHEL 7 hierarchies in the order systemd 219 mounts them.
 const MOUNTS_RHEL7: [(&str, &str); 11] = [
@@ -227,26 +226,74 @@ const MOUNTS_RHEL7: [(&str, &str); 11] = [
     ("cpu,cpuacct", "cpuacct,cpu"),
 ];
 
-/// Debian v1 hierarchies (systemd's legacy layout); `rdma` from 4.11.
-fn mounts_debian(rdma: bool) -> Vec<(&'static str, &'static str)> {
-    let mut m = vec![
-        ("systemd", "xattr,name=systemd"),
-        ("cpu,cpuacct", "cpu,cpuacct"),
-        ("net_cls,net_prio", "net_cls,net_prio"),
-        ("memory", "memory"),
-        ("blkio", "blkio"),
-        ("devices", "devices"),
-        ("freezer", "freezer"),
-        ("pids", "pids"),
-        ("perf_event", "perf_event"),
-        ("hugetlb", "hugetlb"),
-        ("cpuset", "cpuset"),
-    ];
-    if rdma {
-        m.push(("rdma", "rdma"));
-    }
-    m
+/// Debian v1 hierarchies (systemd's legacy layout); `rdma` (the last) from 4.11.
+const MOUNTS_DEBIAN: [(&str, &str); 12] = [
+    ("systemd", "xattr,name=systemd"),
+    ("cpu,cpuacct", "cpu,cpuacct"),
+    ("net_cls,net_prio", "net_cls,net_prio"),
+    ("memory", "memory"),
+    ("blkio", "blkio"),
+    ("devices", "devices"),
+    ("freezer", "freezer"),
+    ("pids", "pids"),
+    ("perf_event", "perf_event"),
+    ("hugetlb", "hugetlb"),
+    ("cpuset", "cpuset"),
+    ("rdma", "rdma"),
+];
+
+/// A v1 kernel as its distribution boots it: how a v1 (or hybrid) node of it mounts and
+/// shows its cgroups.
+struct V1Kernel {
+    rootfs: RootFs,
+    /// The hierarchies (directory under /sys/fs/cgroup, super options), in mount order.
+    mounts: &'static [(&'static str, &'static str)],
+    flavor: V1Flavor,
+    /// Hybrid: cgroup2 without controllers at /sys/fs/cgroup/unified.
+    unified: bool,
+    /// The kernel's /proc/cgroups order.
+    proc_cgroups: &'static [&'static str],
+    /// kmem accounting is opt-in (3.10, 4.0 .. 4.5), so the truth counts the kmem-active
+    /// memcgs.
+    kmem_opt_in: bool,
 }
+
+/// CentOS/RHEL 7, 3.10.0-*.el7, v1 only.
+const EL7_3_10: V1Kernel = V1Kernel {
+    rootfs: RootFs::CentosXfs,
+    mounts: &MOUNTS_RHEL7,
+    flavor: V1_3_10,
+    unified: false,
+    proc_cgroups: &PROC_CGROUPS_RHEL7,
+    kmem_opt_in: true,
+};
+/// Upstream 4.4.y on a Debian-style root, v1 only (no rdma before 4.11).
+const LINUX_4_4: V1Kernel = V1Kernel {
+    rootfs: RootFs::DebianExt4,
+    mounts: MOUNTS_DEBIAN.split_at(11).0,
+    flavor: V1_4_4,
+    unified: false,
+    proc_cgroups: PROC_CGROUPS_4_4,
+    kmem_opt_in: true,
+};
+/// Debian 10, 4.19, v1 only.
+const DEBIAN_4_19: V1Kernel = V1Kernel {
+    rootfs: RootFs::DebianExt4,
+    mounts: &MOUNTS_DEBIAN,
+    flavor: V1_4_19,
+    unified: false,
+    proc_cgroups: PROC_CGROUPS_4_19,
+    kmem_opt_in: false,
+};
+/// Debian 11, 5.10, hybrid (5.10 lists /proc/cgroups as 4.19 does: misc is 5.13+).
+const DEBIAN_5_10_HYBRID: V1Kernel = V1Kernel {
+    rootfs: RootFs::DebianExt4,
+    mounts: &MOUNTS_DEBIAN,
+    flavor: V1_5_10,
+    unified: true,
+    proc_cgroups: PROC_CGROUPS_4_19,
+    kmem_opt_in: false,
+};
 
 /// v1 memcgs whose memory.kmem.usage_in_bytes > 0, counted from the files written.
 fn count_kmem_active(dir: &Path) -> u64 {
@@ -281,13 +328,56 @@ fn unit(
     );
 }
 
-/// Pods of a fixture, their truth lines and the orphans among them.
+/// The kmem state of a system cgroup with this usage where kmem is not accounted.
+fn no_kmem(_usage: u64) -> Kmem {
+    Kmem::Off
+}
+
+/// System cgroups in order, each (path, processes, usage, cgroup.subtree_control), with
+/// the kmem state `kmem` gives for its usage.
+fn units(
+    w: &mut dyn CgroupWriter,
+    kmem: &dyn Fn(u64) -> Kmem,
+    list: Vec<(&str, Vec<u32>, u64, &str)>,
+) {
+    for (rel, procs, usage, subtree) in list {
+        unit(w, rel, procs, usage, kmem(usage), subtree);
+    }
+}
+
+/// systemd services under system.slice, each with its processes. Their usage is drawn
+/// from `ids` in `usage_mib` (MiB), one service after the other; `kmem` gives their
+/// kmem state for it.
+fn services(
+    w: &mut dyn CgroupWriter,
+    list: Vec<(&str, Vec<u32>)>,
+    ids: &mut Ids,
+    usage_mib: Range<u64>,
+    kmem: &dyn Fn(u64) -> Kmem,
+) {
+    for (svc, procs) in list {
+        let usage = ids.range(usage_mib.start, usage_mib.end) * MIB;
+        unit(
+            w,
+            &format!("system.slice/{svc}"),
+            procs,
+            usage,
+            kmem(usage),
+            "",
+        );
+    }
+}
+
+/// The truth of a node's pods under the memory root `mount`: their count, their
+/// containers, the orphans among them and an inventory line each (`runtime_note` adds
+/// what else each pod holds). The caller adds the memcg figures.
 fn pod_truth(
+    release: &'static str,
     layout: Layout,
     pods: &[Pod],
-    mount: &str,
+    mount: &'static str,
     runtime_note: &str,
-) -> (u64, u64, Vec<String>, Vec<String>) {
+) -> Truth {
     let mut orphans = Vec::new();
     let mut inv = Vec::new();
     let mut containers = 0;
@@ -320,40 +410,47 @@ fn pod_truth(
         ));
     }
     orphans.sort();
-    (pods.len() as u64, containers, orphans, inv)
+    Truth {
+        release,
+        memory_root: mount,
+        pods: pods.len() as u64,
+        containers,
+        orphan_uids: orphans,
+        inventory: inv,
+        ..Truth::default()
+    }
 }
 
-/// Build a pod: `containers` names its containers (documentation only), `pids` how
-/// many processes each runs (0: the cgroup is empty).
-#[allow(clippy::too_many_arguments)]
-fn pod(
-    ids: &mut Ids,
-    name: &'static str,
-    qos: Qos,
-    limit: Option<u64>,
-    runtime: Runtime,
-    pids: &[usize],
-    kubelet_dir: bool,
-) -> Pod {
-    let uid = ids.pod_uid();
-    let containers = pids
-        .iter()
-        .map(|n| Container {
-            id: ids.container_id(),
-            runtime,
-            procs: ids.pids(*n),
-            conmon: (runtime == Runtime::Crio && *n > 0).then(|| ids.pid()),
-            usage: ids.range(8, 180) * MIB + ids.range(0, 256) * 4096,
+/// A row of a fixture's pod table: the pod's name, QoS class and memory limit, how many
+/// processes each of its containers runs (0: the container's cgroup is empty), and
+/// whether the kubelet has the pod's directory.
+type PodRow<'a> = (&'static str, Qos, Option<u64>, &'a [usize], bool);
+
+/// The pods of `rows`, their containers started by `runtime`; IDs are drawn row by row.
+fn pod_table(ids: &mut Ids, runtime: Runtime, rows: &[PodRow]) -> Vec<Pod> {
+    rows.iter()
+        .map(|&(name, qos, memory_limit, pids, kubelet_dir)| {
+            let uid = ids.pod_uid();
+            let containers = pids
+                .iter()
+                .map(|n| Container {
+                    id: ids.container_id(),
+                    runtime,
+                    procs: ids.pids(*n),
+                    conmon: (runtime == Runtime::Crio && *n > 0).then(|| ids.pid()),
+                    usage: ids.range(8, 180) * MIB + ids.range(0, 256) * 4096,
+                })
+                .collect();
+            Pod {
+                name,
+                uid,
+                qos,
+                containers,
+                memory_limit,
+                kubelet_dir,
+            }
         })
-        .collect();
-    Pod {
-        name,
-        uid,
-        qos,
-        containers,
-        memory_limit: limit,
-        kubelet_dir,
-    }
+        .collect()
 }
 
 /// Standard stand-in binaries.
@@ -494,44 +591,43 @@ fixture! {
 
 fn build_centos7_957_kmem(h: &Host) -> Truth {
     let release = "3.10.0-957.27.2.el7.x86_64";
-    let mut ids = Ids::new("centos7-957-kmem");
-    h.osrelease(release);
-    h.cmdline(&format!(
-        "BOOT_IMAGE=/vmlinuz-{release} root=/dev/mapper/centos-root ro crashkernel=auto rd.lvm.lv=centos/root rd.lvm.lv=centos/swap rhgb quiet LANG=en_US.UTF-8"
-    ));
-    h.meminfo(Meminfo {
-        mem_total_kib: 16_266_712,
-        mem_free_kib: 4_876_244,
-        swap_total_kib: 0,
-        swap_free_kib: 0,
-        slab_kib: 2_318_440,
-    });
-    let mut mi = Mountinfo::new(RootFs::CentosXfs);
-    let root_procs = [1, 2, 3, 5, 7, 8, 9, 10, 11];
-    let mut v = v1_host(h, &mut mi, &MOUNTS_RHEL7, V1_3_10, &root_procs, false);
+    let mut ids = boot(
+        h,
+        "centos7-957-kmem",
+        release,
+        "BOOT_IMAGE=/vmlinuz-3.10.0-957.27.2.el7.x86_64 root=/dev/mapper/centos-root ro crashkernel=auto rd.lvm.lv=centos/root rd.lvm.lv=centos/swap rhgb quiet LANG=en_US.UTF-8",
+        Meminfo {
+            mem_total_kib: 16_266_712,
+            mem_free_kib: 4_876_244,
+            slab_kib: 2_318_440,
+            ..Meminfo::default()
+        },
+    );
+    let mut v = v1_host(h, &EL7_3_10, &[1, 2, 3, 5, 7, 8, 9, 10, 11]);
 
     let (dockerd, containerd, kubelet, sshd) = (ids.pid(), ids.pid(), ids.pid(), ids.pid());
     let t = &mut v.tree;
-    unit(t, "system.slice", vec![], 900 * MIB, Kmem::Off, "");
-    for (svc, procs) in [
-        ("system.slice/docker.service", vec![dockerd]),
-        ("system.slice/containerd.service", vec![containerd]),
-        ("system.slice/kubelet.service", vec![kubelet]),
-        ("system.slice/sshd.service", vec![sshd]),
-        ("system.slice/crond.service", vec![ids.pid()]),
-        ("system.slice/rsyslog.service", vec![ids.pid()]),
-        ("system.slice/tuned.service", vec![ids.pid()]),
-        ("system.slice/systemd-journald.service", vec![ids.pid()]),
-    ] {
-        unit(t, svc, procs, ids.range(20, 400) * MIB, Kmem::Off, "");
-    }
-    unit(
+    units(t, &no_kmem, vec![("system.slice", vec![], 900 * MIB, "")]);
+    services(
         t,
-        "user.slice",
-        vec![ids.pid(), ids.pid()],
-        40 * MIB,
-        Kmem::Off,
-        "",
+        vec![
+            ("docker.service", vec![dockerd]),
+            ("containerd.service", vec![containerd]),
+            ("kubelet.service", vec![kubelet]),
+            ("sshd.service", vec![sshd]),
+            ("crond.service", vec![ids.pid()]),
+            ("rsyslog.service", vec![ids.pid()]),
+            ("tuned.service", vec![ids.pid()]),
+            ("systemd-journald.service", vec![ids.pid()]),
+        ],
+        &mut ids,
+        20..400,
+        &no_kmem,
+    );
+    units(
+        t,
+        &no_kmem,
+        vec![("user.slice", vec![ids.pid(), ids.pid()], 40 * MIB, "")],
     );
 
     // kmemcg ids in creation order; dead memcgs interleaved with live ones.
@@ -548,82 +644,29 @@ fn build_centos7_957_kmem(h: &Host) -> Truth {
     k.memcg(&node_exporter, &["dentry", "kmalloc-64"], false);
 
     let d = Runtime::Docker;
-    let live_a = vec![
-        pod(
-            &mut ids,
-            "coredns-66bff467f8-x2x9c",
-            Qos::Burstable,
-            Some(170 * MIB),
-            d,
-            &[1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "calico-node-7wq5d",
-            Qos::Burstable,
-            None,
-            d,
-            &[1, 3],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "kube-proxy-hz6lw",
-            Qos::Besteffort,
-            None,
-            d,
-            &[1, 1],
-            true,
-        ),
-    ];
-    let deleted_a = vec![pod(
-        &mut ids,
-        "batch-report-1566390600-2kf8d",
-        Qos::Besteffort,
-        None,
-        d,
-        &[1, 1, 1],
-        true,
-    )];
-    let live_b = vec![pod(
-        &mut ids,
-        "batch-report-1566394200-9xq4p",
-        Qos::Besteffort,
-        None,
-        d,
-        &[1, 2, 1],
-        true,
-    )];
-    let deleted_b = vec![pod(
-        &mut ids,
-        "payments-api-7d9f8c6b5-4rj9x",
-        Qos::Guaranteed,
-        Some(512 * MIB),
-        d,
-        &[1, 2],
-        true,
-    )];
-    let live_c = vec![
-        pod(
-            &mut ids,
-            "payments-api-7d9f8c6b5-mv2lq",
-            Qos::Guaranteed,
-            Some(512 * MIB),
-            d,
-            &[1, 2],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "nginx-ingress-controller-5c7d8-zt4rp",
-            Qos::Burstable,
-            Some(512 * MIB),
-            d,
-            &[1, 4],
-            true,
-        ),
-    ];
+    #[rustfmt::skip]
+    let live_a = pod_table(&mut ids, d, &[
+        ("coredns-66bff467f8-x2x9c", Burstable, Some(170 * MIB), &[1, 1], true),
+        ("calico-node-7wq5d", Burstable, None, &[1, 3], true),
+        ("kube-proxy-hz6lw", Besteffort, None, &[1, 1], true),
+    ]);
+    #[rustfmt::skip]
+    let deleted_a = pod_table(&mut ids, d, &[
+        ("batch-report-1566390600-2kf8d", Besteffort, None, &[1, 1, 1], true),
+    ]);
+    #[rustfmt::skip]
+    let live_b = pod_table(&mut ids, d, &[
+        ("batch-report-1566394200-9xq4p", Besteffort, None, &[1, 2, 1], true),
+    ]);
+    #[rustfmt::skip]
+    let deleted_b = pod_table(&mut ids, d, &[
+        ("payments-api-7d9f8c6b5-4rj9x", Guaranteed, Some(512 * MIB), &[1, 2], true),
+    ]);
+    #[rustfmt::skip]
+    let live_c = pod_table(&mut ids, d, &[
+        ("payments-api-7d9f8c6b5-mv2lq", Guaranteed, Some(512 * MIB), &[1, 2], true),
+        ("nginx-ingress-controller-5c7d8-zt4rp", Burstable, Some(512 * MIB), &[1, 4], true),
+    ]);
     kmem_history_for_pods(&mut k, layout, &live_a, true);
     kmem_history_for_pods(&mut k, layout, &deleted_a, false);
     kmem_history_for_pods(&mut k, layout, &live_b, true);
@@ -689,11 +732,6 @@ fn build_centos7_957_kmem(h: &Host) -> Truth {
 
     slab::write_root_caches(&h.path("/sys/kernel/slab"), false);
     k.write_3_10(h);
-
-    let live = count_dirs(&v.tree.memory);
-    // 3.10: num_cgroups forgets dying memcgs at rmdir.
-    v.proc_cgroups(h, &PROC_CGROUPS_RHEL7, 0);
-    h.mountinfo(&mi);
     h.process(
         kubelet,
         "kubelet",
@@ -729,43 +767,33 @@ fn build_centos7_957_kmem(h: &Host) -> Truth {
         ("/usr/bin/runc", "runc version 1.0.0-rc6+dev\ncommit: 09c8266bf2fcf9519a651b04ae54c967b9448ee8\nspec: 1.0.1-dev"),
     ]);
 
-    let (npods, containers, orphan_uids, mut inventory) =
-        pod_truth(layout, &pods, "/sys/fs/cgroup/memory", "");
+    // 3.10: num_cgroups forgets dying memcgs at rmdir.
+    let pods = pod_truth(release, layout, &pods, V1_MEMORY_ROOT, "");
+    let mut truth = v.truth(h, None, pods);
     for p in deleted_a.iter().chain(&deleted_b) {
-        inventory.push(format!("deleted pod {} ({:?}): no cgroup left, its containers' slab caches remain in /sys/kernel/slab", p.name, p.qos));
+        truth.inventory.push(format!("deleted pod {} ({:?}): no cgroup left, its containers' slab caches remain in /sys/kernel/slab", p.name, p.qos));
     }
-    inventory.push(format!(
+    let kmemcg_ids = |name: &str| {
+        k.caches
+            .iter()
+            .filter(|c| c.2 == name)
+            .map(|c| c.1)
+            .collect::<BTreeSet<_>>()
+    };
+    truth.inventory.push(format!(
         "docker container filebeat {filebeat}: restarted twice, kmemcg ids {:?}",
-        k.caches
-            .iter()
-            .filter(|c| c.2 == filebeat)
-            .map(|c| c.1)
-            .collect::<std::collections::BTreeSet<_>>()
+        kmemcg_ids(&filebeat)
     ));
-    inventory.push(format!(
+    truth.inventory.push(format!(
         "docker container node-exporter {node_exporter}: restarted once, kmemcg ids {:?}",
-        k.caches
-            .iter()
-            .filter(|c| c.2 == node_exporter)
-            .map(|c| c.1)
-            .collect::<std::collections::BTreeSet<_>>()
+        kmemcg_ids(&node_exporter)
     ));
-    inventory.push(format!(
+    truth.inventory.push(format!(
         "{} per-memcg slab caches, {} kmem memcgs deleted since boot (dying, IDs held)",
         k.caches.len(),
         k.dead_memcgs
     ));
-    Truth {
-        release,
-        memory_root: "/sys/fs/cgroup/memory",
-        live_memcgs: live,
-        dying: None,
-        kmem_active: Some(count_kmem_active(&v.tree.memory)),
-        pods: npods,
-        containers,
-        orphan_uids,
-        inventory,
-    }
+    truth
 }
 
 // ---------------------------------------------------------------------------------
@@ -795,109 +823,54 @@ fixture! {
 
 fn build_rhel7_1160_nokmem(h: &Host) -> Truth {
     let release = "3.10.0-1160.el7.x86_64";
-    let mut ids = Ids::new("rhel7-1160-nokmem");
-    h.osrelease(release);
-    h.cmdline(&format!(
-        "BOOT_IMAGE=/vmlinuz-{release} root=/dev/mapper/rhel-root ro crashkernel=auto rd.lvm.lv=rhel/root rd.lvm.lv=rhel/swap rhgb quiet cgroup.memory=nokmem"
-    ));
-    h.meminfo(Meminfo {
-        mem_total_kib: 32_778_956,
-        mem_free_kib: 17_223_004,
-        swap_total_kib: 0,
-        swap_free_kib: 0,
-        slab_kib: 912_336,
-    });
-    let mut mi = Mountinfo::new(RootFs::CentosXfs);
-    let mut v = v1_host(
+    let mut ids = boot(
         h,
-        &mut mi,
-        &MOUNTS_RHEL7,
-        V1_3_10,
-        &[1, 2, 3, 5, 7, 8, 9],
-        false,
+        "rhel7-1160-nokmem",
+        release,
+        "BOOT_IMAGE=/vmlinuz-3.10.0-1160.el7.x86_64 root=/dev/mapper/rhel-root ro crashkernel=auto rd.lvm.lv=rhel/root rd.lvm.lv=rhel/swap rhgb quiet cgroup.memory=nokmem",
+        Meminfo {
+            mem_total_kib: 32_778_956,
+            mem_free_kib: 17_223_004,
+            slab_kib: 912_336,
+            ..Meminfo::default()
+        },
     );
+    let mut v = v1_host(h, &EL7_3_10, &[1, 2, 3, 5, 7, 8, 9]);
     let (dockerd, kubelet) = (ids.pid(), ids.pid());
     let t = &mut v.tree;
-    unit(t, "system.slice", vec![], 1200 * MIB, Kmem::Off, "");
-    for (svc, procs) in [
-        ("system.slice/docker.service", vec![dockerd]),
-        ("system.slice/containerd.service", vec![ids.pid()]),
-        ("system.slice/kubelet.service", vec![kubelet]),
-        ("system.slice/sshd.service", vec![ids.pid()]),
-        ("system.slice/auditd.service", vec![ids.pid()]),
-        ("system.slice/chronyd.service", vec![ids.pid()]),
-    ] {
-        unit(t, svc, procs, ids.range(20, 400) * MIB, Kmem::Off, "");
-    }
-    unit(t, "user.slice", vec![], 60 * MIB, Kmem::Off, "");
-    unit(
+    units(t, &no_kmem, vec![("system.slice", vec![], 1200 * MIB, "")]);
+    services(
         t,
-        "user.slice/user-0.slice",
-        vec![],
-        60 * MIB,
-        Kmem::Off,
-        "",
+        vec![
+            ("docker.service", vec![dockerd]),
+            ("containerd.service", vec![ids.pid()]),
+            ("kubelet.service", vec![kubelet]),
+            ("sshd.service", vec![ids.pid()]),
+            ("auditd.service", vec![ids.pid()]),
+            ("chronyd.service", vec![ids.pid()]),
+        ],
+        &mut ids,
+        20..400,
+        &no_kmem,
     );
-    unit(
-        t,
-        "user.slice/user-0.slice/session-12.scope",
-        ids.pids(2),
-        60 * MIB,
-        Kmem::Off,
-        "",
-    );
+    #[rustfmt::skip]
+    units(t, &no_kmem, vec![
+        ("user.slice", vec![], 60 * MIB, ""),
+        ("user.slice/user-0.slice", vec![], 60 * MIB, ""),
+        ("user.slice/user-0.slice/session-12.scope", ids.pids(2), 60 * MIB, ""),
+    ]);
 
     let layout = Layout {
         driver: Driver::Systemd,
     };
-    let d = Runtime::Docker;
-    let pods = vec![
-        pod(
-            &mut ids,
-            "coredns-74ff55c5b-7hv2p",
-            Qos::Burstable,
-            Some(170 * MIB),
-            d,
-            &[1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "kube-proxy-rq8fz",
-            Qos::Besteffort,
-            None,
-            d,
-            &[1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "weave-net-5xk8d",
-            Qos::Burstable,
-            None,
-            d,
-            &[1, 1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "orders-6b7c9d8f5-w2xkq",
-            Qos::Guaranteed,
-            Some(1024 * MIB),
-            d,
-            &[1, 3],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "redis-0",
-            Qos::Burstable,
-            Some(2048 * MIB),
-            d,
-            &[1, 1],
-            true,
-        ),
-    ];
+    #[rustfmt::skip]
+    let pods = pod_table(&mut ids, Runtime::Docker, &[
+        ("coredns-74ff55c5b-7hv2p", Burstable, Some(170 * MIB), &[1, 1], true),
+        ("kube-proxy-rq8fz", Besteffort, None, &[1, 1], true),
+        ("weave-net-5xk8d", Burstable, None, &[1, 1, 1], true),
+        ("orders-6b7c9d8f5-w2xkq", Guaranteed, Some(1024 * MIB), &[1, 3], true),
+        ("redis-0", Burstable, Some(2048 * MIB), &[1, 1], true),
+    ]);
     let kc = KubeCgroups {
         layout,
         allocatable: 30 * GIB,
@@ -907,9 +880,6 @@ fn build_rhel7_1160_nokmem(h: &Host) -> Truth {
     write_kubepods(t, h, &kc, &pods, &|_| Vec::new());
 
     slab::write_root_caches(&h.path("/sys/kernel/slab"), false);
-    let live = count_dirs(&v.tree.memory);
-    v.proc_cgroups(h, &PROC_CGROUPS_RHEL7, 0);
-    h.mountinfo(&mi);
     h.file(
         "/var/lib/kubelet/kubeadm-flags.env",
         "KUBELET_KUBEADM_ARGS=\"--cgroup-driver=systemd --network-plugin=cni --pod-infra-container-image=k8s.gcr.io/pause:3.2\"\n",
@@ -921,19 +891,8 @@ fn build_rhel7_1160_nokmem(h: &Host) -> Truth {
         ("/usr/bin/containerd", "containerd containerd.io 1.3.9 ea765aba0d05254012b0b9e595e995c09186427f"),
         ("/usr/bin/runc", "runc version 1.0.0-rc10\ncommit: dc9208a3303feef5b3839f4323d9beb36df0a9dd\nspec: 1.0.1-dev"),
     ]);
-    let (npods, containers, orphan_uids, inventory) =
-        pod_truth(layout, &pods, "/sys/fs/cgroup/memory", "");
-    Truth {
-        release,
-        memory_root: "/sys/fs/cgroup/memory",
-        live_memcgs: live,
-        dying: None,
-        kmem_active: Some(count_kmem_active(&v.tree.memory)),
-        pods: npods,
-        containers,
-        orphan_uids,
-        inventory,
-    }
+    let pods = pod_truth(release, layout, &pods, V1_MEMORY_ROOT, "");
+    v.truth(h, None, pods)
 }
 
 // ---------------------------------------------------------------------------------
@@ -963,41 +922,36 @@ fixture! {
 
 fn build_linux_4_4_v1(h: &Host) -> Truth {
     let release = "4.4.131";
-    let dying = 212;
-    let mut ids = Ids::new("linux-4.4-v1");
-    h.osrelease(release);
-    h.cmdline(
-        "BOOT_IMAGE=/boot/vmlinuz-4.4.131 root=/dev/sda1 ro console=ttyS0,115200n8 net.ifnames=0",
-    );
-    h.meminfo(Meminfo {
-        mem_total_kib: 8_167_148,
-        mem_free_kib: 2_310_216,
-        swap_total_kib: 0,
-        swap_free_kib: 0,
-        slab_kib: 1_004_512,
-    });
-    let mut mi = Mountinfo::new(RootFs::DebianExt4);
-    let mut v = v1_host(
+    let mut ids = boot(
         h,
-        &mut mi,
-        &mounts_debian(false),
-        V1_4_4,
-        &[1, 2, 3, 5, 7],
-        false,
+        "linux-4.4-v1",
+        release,
+        "BOOT_IMAGE=/boot/vmlinuz-4.4.131 root=/dev/sda1 ro console=ttyS0,115200n8 net.ifnames=0",
+        Meminfo {
+            mem_total_kib: 8_167_148,
+            mem_free_kib: 2_310_216,
+            slab_kib: 1_004_512,
+            ..Meminfo::default()
+        },
     );
+    let mut v = v1_host(h, &LINUX_4_4, &[1, 2, 3, 5, 7]);
     let (containerd, kubelet) = (ids.pid(), ids.pid());
     let t = &mut v.tree;
-    unit(t, "system.slice", vec![], 700 * MIB, Kmem::Off, "");
-    for (svc, procs) in [
-        ("system.slice/containerd.service", vec![containerd]),
-        ("system.slice/kubelet.service", vec![kubelet]),
-        ("system.slice/ssh.service", vec![ids.pid()]),
-        ("system.slice/cron.service", vec![ids.pid()]),
-        ("system.slice/systemd-journald.service", vec![ids.pid()]),
-    ] {
-        unit(t, svc, procs, ids.range(20, 300) * MIB, Kmem::Off, "");
-    }
-    unit(t, "user.slice", ids.pids(2), 30 * MIB, Kmem::Off, "");
+    units(t, &no_kmem, vec![("system.slice", vec![], 700 * MIB, "")]);
+    services(
+        t,
+        vec![
+            ("containerd.service", vec![containerd]),
+            ("kubelet.service", vec![kubelet]),
+            ("ssh.service", vec![ids.pid()]),
+            ("cron.service", vec![ids.pid()]),
+            ("systemd-journald.service", vec![ids.pid()]),
+        ],
+        &mut ids,
+        20..300,
+        &no_kmem,
+    );
+    units(t, &no_kmem, vec![("user.slice", ids.pids(2), 30 * MIB, "")]);
 
     let layout = Layout {
         driver: Driver::Cgroupfs,
@@ -1005,65 +959,19 @@ fn build_linux_4_4_v1(h: &Host) -> Truth {
     let c = Runtime::Containerd;
     // css serial numbers only grow; the deleted containers came first.
     let mut k = KmemcgHistory::new(4107);
-    let deleted = vec![
-        pod(
-            &mut ids,
-            "etl-run-1525910400-7vq2l",
-            Qos::Besteffort,
-            None,
-            c,
-            &[1, 1, 1],
-            false,
-        ),
-        pod(
-            &mut ids,
-            "api-5f8d9c7b6-9ttx2",
-            Qos::Burstable,
-            Some(256 * MIB),
-            c,
-            &[1, 1],
-            false,
-        ),
-    ];
+    #[rustfmt::skip]
+    let deleted = pod_table(&mut ids, c, &[
+        ("etl-run-1525910400-7vq2l", Besteffort, None, &[1, 1, 1], false),
+        ("api-5f8d9c7b6-9ttx2", Burstable, Some(256 * MIB), &[1, 1], false),
+    ]);
     kmem_history_for_pods(&mut k, layout, &deleted, false);
-    let pods = vec![
-        pod(
-            &mut ids,
-            "kube-dns-86f4d74b45-2mx6q",
-            Qos::Burstable,
-            Some(170 * MIB),
-            c,
-            &[1, 1, 1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "kube-proxy-8c2vf",
-            Qos::Besteffort,
-            None,
-            c,
-            &[1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "api-5f8d9c7b6-kw7nm",
-            Qos::Burstable,
-            Some(256 * MIB),
-            c,
-            &[1, 2],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "postgres-0",
-            Qos::Guaranteed,
-            Some(2 * GIB),
-            c,
-            &[1, 5],
-            true,
-        ),
-    ];
+    #[rustfmt::skip]
+    let pods = pod_table(&mut ids, c, &[
+        ("kube-dns-86f4d74b45-2mx6q", Burstable, Some(170 * MIB), &[1, 1, 1, 1], true),
+        ("kube-proxy-8c2vf", Besteffort, None, &[1, 1], true),
+        ("api-5f8d9c7b6-kw7nm", Burstable, Some(256 * MIB), &[1, 2], true),
+        ("postgres-0", Guaranteed, Some(2 * GIB), &[1, 5], true),
+    ]);
     kmem_history_for_pods(&mut k, layout, &pods, true);
     let rows = |name: &str| match k.live.get(name) {
         Some((_, caches)) => caches
@@ -1082,9 +990,6 @@ fn build_linux_4_4_v1(h: &Host) -> Truth {
 
     slab::write_root_caches(&h.path("/sys/kernel/slab"), true);
     k.write_4x(h);
-    let live = count_dirs(&v.tree.memory);
-    v.proc_cgroups(h, &PROC_CGROUPS_4_4, dying);
-    h.mountinfo(&mi);
     h.process(
         kubelet,
         "kubelet",
@@ -1100,25 +1005,15 @@ fn build_linux_4_4_v1(h: &Host) -> Truth {
         ("/usr/local/bin/containerd", "containerd github.com/containerd/containerd v1.1.7 35f6d4ac9d4c0c6bd6e7b5a3d4a5bd4a1a0e47c3"),
         ("/usr/local/sbin/runc", "runc version 1.0.0-rc5\ncommit: 4fc53a81fb7c994640722ac585fa9ca548971871\nspec: 1.0.0"),
     ]);
-    let (npods, containers, orphan_uids, mut inventory) =
-        pod_truth(layout, &pods, "/sys/fs/cgroup/memory", "");
+    let pods = pod_truth(release, layout, &pods, V1_MEMORY_ROOT, "");
+    let mut truth = v.truth(h, Some(212), pods);
     for p in &deleted {
-        inventory.push(format!(
+        truth.inventory.push(format!(
             "deleted pod {} ({:?}): cgroups gone, per-memcg slab caches of its containers remain",
             p.name, p.qos
         ));
     }
-    Truth {
-        release,
-        memory_root: "/sys/fs/cgroup/memory",
-        live_memcgs: live,
-        dying: Some(dying),
-        kmem_active: Some(count_kmem_active(&v.tree.memory)),
-        pods: npods,
-        containers,
-        orphan_uids,
-        inventory,
-    }
+    truth
 }
 
 // ---------------------------------------------------------------------------------
@@ -1149,26 +1044,19 @@ fixture! {
 
 fn build_debian_4_19_v1_dying(h: &Host) -> Truth {
     let release = "4.19.0-25-amd64";
-    let dying = 5000;
-    let mut ids = Ids::new("debian-4.19-v1-dying");
-    h.osrelease(release);
-    h.cmdline("BOOT_IMAGE=/boot/vmlinuz-4.19.0-25-amd64 root=UUID=4b2d6c1e-8f3a-4d7b-9c2e-1a5f0e6d3b8c ro quiet systemd.legacy_systemd_cgroup_controller=yes");
-    h.meminfo(Meminfo {
-        mem_total_kib: 16_393_244,
-        mem_free_kib: 3_902_116,
-        swap_total_kib: 0,
-        swap_free_kib: 0,
-        slab_kib: 3_611_948,
-    });
-    let mut mi = Mountinfo::new(RootFs::DebianExt4);
-    let mut v = v1_host(
+    let mut ids = boot(
         h,
-        &mut mi,
-        &mounts_debian(true),
-        V1_4_19,
-        &[1, 2, 3, 4, 6],
-        false,
+        "debian-4.19-v1-dying",
+        release,
+        "BOOT_IMAGE=/boot/vmlinuz-4.19.0-25-amd64 root=UUID=4b2d6c1e-8f3a-4d7b-9c2e-1a5f0e6d3b8c ro quiet systemd.legacy_systemd_cgroup_controller=yes",
+        Meminfo {
+            mem_total_kib: 16_393_244,
+            mem_free_kib: 3_902_116,
+            slab_kib: 3_611_948,
+            ..Meminfo::default()
+        },
     );
+    let mut v = v1_host(h, &DEBIAN_4_19, &[1, 2, 3, 4, 6]);
     let on = |u: u64| Kmem::Active {
         usage: (u / 25).max(65536) / 4096 * 4096,
         slab: vec![
@@ -1178,102 +1066,41 @@ fn build_debian_4_19_v1_dying(h: &Host) -> Truth {
     };
     let (dockerd, kubelet) = (ids.pid(), ids.pid());
     let t = &mut v.tree;
-    unit(t, "system.slice", vec![], 800 * MIB, on(800 * MIB), "");
-    for (svc, procs) in [
-        ("system.slice/docker.service", vec![dockerd]),
-        ("system.slice/containerd.service", vec![ids.pid()]),
-        ("system.slice/kubelet.service", vec![kubelet]),
-        ("system.slice/ssh.service", vec![ids.pid()]),
-        ("system.slice/cron.service", vec![ids.pid()]),
-        ("system.slice/systemd-journald.service", vec![ids.pid()]),
-        ("system.slice/systemd-logind.service", vec![ids.pid()]),
-    ] {
-        let u = ids.range(10, 300) * MIB;
-        unit(t, svc, procs, u, on(u), "");
-    }
-    unit(t, "user.slice", vec![], 50 * MIB, on(50 * MIB), "");
+    units(t, &on, vec![("system.slice", vec![], 800 * MIB, "")]);
+    services(
+        t,
+        vec![
+            ("docker.service", vec![dockerd]),
+            ("containerd.service", vec![ids.pid()]),
+            ("kubelet.service", vec![kubelet]),
+            ("ssh.service", vec![ids.pid()]),
+            ("cron.service", vec![ids.pid()]),
+            ("systemd-journald.service", vec![ids.pid()]),
+            ("systemd-logind.service", vec![ids.pid()]),
+        ],
+        &mut ids,
+        10..300,
+        &on,
+    );
+    units(t, &on, vec![("user.slice", vec![], 50 * MIB, "")]);
 
     let layout = Layout {
         driver: Driver::Cgroupfs,
     };
-    let d = Runtime::Docker;
-    let pods = vec![
-        pod(
-            &mut ids,
-            "coredns-f9fd979d6-6l5jd",
-            Qos::Burstable,
-            Some(170 * MIB),
-            d,
-            &[1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "kube-flannel-ds-4vq8n",
-            Qos::Burstable,
-            Some(50 * MIB),
-            d,
-            &[1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "web-frontend-7bd8f5c9d4-h2v6r",
-            Qos::Burstable,
-            Some(512 * MIB),
-            d,
-            &[1, 2],
-            true,
-        ),
+    #[rustfmt::skip]
+    let pods = pod_table(&mut ids, Runtime::Docker, &[
+        ("coredns-f9fd979d6-6l5jd", Burstable, Some(170 * MIB), &[1, 1], true),
+        ("kube-flannel-ds-4vq8n", Burstable, Some(50 * MIB), &[1, 1], true),
+        ("web-frontend-7bd8f5c9d4-h2v6r", Burstable, Some(512 * MIB), &[1, 2], true),
         // Deleted from the API while the kubelet was down; its directory is gone but a
         // process still runs in its cgroup: not an orphan.
-        pod(
-            &mut ids,
-            "log-collector-2kmzq",
-            Qos::Burstable,
-            Some(200 * MIB),
-            d,
-            &[1, 1],
-            false,
-        ),
-        pod(
-            &mut ids,
-            "kube-proxy-m7x2c",
-            Qos::Besteffort,
-            None,
-            d,
-            &[1, 1],
-            true,
-        ),
+        ("log-collector-2kmzq", Burstable, Some(200 * MIB), &[1, 1], false),
+        ("kube-proxy-m7x2c", Besteffort, None, &[1, 1], true),
         // Orphans: cgroups left behind, no task, no kubelet directory.
-        pod(
-            &mut ids,
-            "etl-1700000400-qq8wz",
-            Qos::Besteffort,
-            None,
-            d,
-            &[0, 0],
-            false,
-        ),
-        pod(
-            &mut ids,
-            "cache-warmer-5d4f8b7c9-zr2nd",
-            Qos::Guaranteed,
-            Some(256 * MIB),
-            d,
-            &[0, 0],
-            false,
-        ),
-        pod(
-            &mut ids,
-            "checkout-6c8d7f9b5-p4wlx",
-            Qos::Guaranteed,
-            Some(1024 * MIB),
-            d,
-            &[1, 2],
-            true,
-        ),
-    ];
+        ("etl-1700000400-qq8wz", Besteffort, None, &[0, 0], false),
+        ("cache-warmer-5d4f8b7c9-zr2nd", Guaranteed, Some(256 * MIB), &[0, 0], false),
+        ("checkout-6c8d7f9b5-p4wlx", Guaranteed, Some(1024 * MIB), &[1, 2], true),
+    ]);
     let kc = KubeCgroups {
         layout,
         allocatable: 15 * GIB,
@@ -1288,9 +1115,6 @@ fn build_debian_4_19_v1_dying(h: &Host) -> Truth {
     });
 
     slab::write_root_caches(&h.path("/sys/kernel/slab"), false);
-    let live = count_dirs(&v.tree.memory);
-    v.proc_cgroups(h, &PROC_CGROUPS_4_19, dying);
-    h.mountinfo(&mi);
     h.kubelet_config(
         "/var/lib/kubelet/config.yaml",
         Some("cgroupfs"),
@@ -1311,19 +1135,8 @@ fn build_debian_4_19_v1_dying(h: &Host) -> Truth {
             ),
         ],
     );
-    let (npods, containers, orphan_uids, inventory) =
-        pod_truth(layout, &pods, "/sys/fs/cgroup/memory", "");
-    Truth {
-        release,
-        memory_root: "/sys/fs/cgroup/memory",
-        live_memcgs: live,
-        dying: Some(dying),
-        kmem_active: None,
-        pods: npods,
-        containers,
-        orphan_uids,
-        inventory,
-    }
+    let pods = pod_truth(release, layout, &pods, V1_MEMORY_ROOT, "");
+    v.truth(h, Some(5000), pods)
 }
 
 // ---------------------------------------------------------------------------------
@@ -1352,123 +1165,68 @@ fixture! {
 
 fn build_debian_5_10_hybrid(h: &Host) -> Truth {
     let release = "5.10.0-28-amd64";
-    let dying = 143;
-    let mut ids = Ids::new("debian-5.10-hybrid");
-    h.osrelease(release);
-    h.cmdline("BOOT_IMAGE=/boot/vmlinuz-5.10.0-28-amd64 root=UUID=9d1e7c3a-2b4f-4e8a-b6d5-0c7f1a2e3d4b ro quiet");
-    h.meminfo(Meminfo {
-        mem_total_kib: 8_148_420,
-        mem_free_kib: 1_204_884,
-        swap_total_kib: 4_194_300,
-        swap_free_kib: 3_071_228,
-        slab_kib: 611_920,
-    });
-    let mut mi = Mountinfo::new(RootFs::DebianExt4);
-    let mut v = v1_host(
+    let mut ids = boot(
         h,
-        &mut mi,
-        &mounts_debian(true),
-        V1_5_10,
-        &[2, 3, 4, 6],
-        true,
+        "debian-5.10-hybrid",
+        release,
+        "BOOT_IMAGE=/boot/vmlinuz-5.10.0-28-amd64 root=UUID=9d1e7c3a-2b4f-4e8a-b6d5-0c7f1a2e3d4b ro quiet",
+        Meminfo {
+            mem_total_kib: 8_148_420,
+            mem_free_kib: 1_204_884,
+            swap_total_kib: 4_194_300,
+            swap_free_kib: 3_071_228,
+            slab_kib: 611_920,
+        },
     );
+    let mut v = v1_host(h, &DEBIAN_5_10_HYBRID, &[2, 3, 4, 6]);
     let on = |u: u64| Kmem::Active {
         usage: (u / 25).max(65536) / 4096 * 4096,
         slab: vec![],
     };
     let (containerd, dockerd, kubelet) = (ids.pid(), ids.pid(), ids.pid());
     let t = &mut v.tree;
-    unit(t, "init.scope", vec![1], 12 * MIB, on(12 * MIB), "");
-    unit(t, "system.slice", vec![], 600 * MIB, on(600 * MIB), "");
-    for (svc, procs) in [
-        ("system.slice/containerd.service", vec![containerd]),
-        ("system.slice/docker.service", vec![dockerd]),
-        ("system.slice/kubelet.service", vec![kubelet]),
-        ("system.slice/ssh.service", vec![ids.pid()]),
-        ("system.slice/cron.service", vec![ids.pid()]),
-        ("system.slice/systemd-journald.service", vec![ids.pid()]),
-        ("system.slice/systemd-udevd.service", vec![ids.pid()]),
-    ] {
-        let u = ids.range(10, 300) * MIB;
-        unit(t, svc, procs, u, on(u), "");
-    }
-    unit(t, "user.slice", vec![], 80 * MIB, on(80 * MIB), "");
-    unit(
+    #[rustfmt::skip]
+    units(t, &on, vec![
+        ("init.scope", vec![1], 12 * MIB, ""),
+        ("system.slice", vec![], 600 * MIB, ""),
+    ]);
+    services(
         t,
-        "user.slice/user-1000.slice",
-        vec![],
-        80 * MIB,
-        on(80 * MIB),
-        "",
+        vec![
+            ("containerd.service", vec![containerd]),
+            ("docker.service", vec![dockerd]),
+            ("kubelet.service", vec![kubelet]),
+            ("ssh.service", vec![ids.pid()]),
+            ("cron.service", vec![ids.pid()]),
+            ("systemd-journald.service", vec![ids.pid()]),
+            ("systemd-udevd.service", vec![ids.pid()]),
+        ],
+        &mut ids,
+        10..300,
+        &on,
     );
-    unit(
-        t,
-        "user.slice/user-1000.slice/session-4.scope",
-        ids.pids(3),
-        60 * MIB,
-        on(60 * MIB),
-        "",
-    );
-    unit(
-        t,
-        "user.slice/user-1000.slice/user@1000.service",
-        ids.pids(1),
-        20 * MIB,
-        on(20 * MIB),
-        "",
-    );
+    #[rustfmt::skip]
+    units(t, &on, vec![
+        ("user.slice", vec![], 80 * MIB, ""),
+        ("user.slice/user-1000.slice", vec![], 80 * MIB, ""),
+        ("user.slice/user-1000.slice/session-4.scope", ids.pids(3), 60 * MIB, ""),
+        ("user.slice/user-1000.slice/user@1000.service", ids.pids(1), 20 * MIB, ""),
+    ]);
 
     let layout = Layout {
         driver: Driver::Systemd,
     };
-    let c = Runtime::Containerd;
-    let mut pods = vec![
-        pod(
-            &mut ids,
-            "coredns-64897985d-b2v9k",
-            Qos::Burstable,
-            Some(170 * MIB),
-            c,
-            &[1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "kube-proxy-5wq7t",
-            Qos::Besteffort,
-            None,
-            c,
-            &[1, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "calico-node-kx4g2",
-            Qos::Burstable,
-            None,
-            c,
-            &[1, 2],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "grafana-6d7c8b9f5-t8m2q",
-            Qos::Guaranteed,
-            Some(512 * MIB),
-            c,
-            &[1, 1],
-            true,
-        ),
-    ];
-    pods.push(pod(
-        &mut ids,
-        "legacy-cron-runner-8f6d5c-x7kq2",
-        Qos::Burstable,
-        Some(256 * MIB),
-        Runtime::Docker,
-        &[1, 1],
-        true,
-    ));
+    #[rustfmt::skip]
+    let mut pods = pod_table(&mut ids, Runtime::Containerd, &[
+        ("coredns-64897985d-b2v9k", Burstable, Some(170 * MIB), &[1, 1], true),
+        ("kube-proxy-5wq7t", Besteffort, None, &[1, 1], true),
+        ("calico-node-kx4g2", Burstable, None, &[1, 2], true),
+        ("grafana-6d7c8b9f5-t8m2q", Guaranteed, Some(512 * MIB), &[1, 1], true),
+    ]);
+    #[rustfmt::skip]
+    pods.extend(pod_table(&mut ids, Runtime::Docker, &[
+        ("legacy-cron-runner-8f6d5c-x7kq2", Burstable, Some(256 * MIB), &[1, 1], true),
+    ]));
     let kc = KubeCgroups {
         layout,
         allocatable: 7 * GIB,
@@ -1478,9 +1236,6 @@ fn build_debian_5_10_hybrid(h: &Host) -> Truth {
     write_kubepods(t, h, &kc, &pods, &|_| Vec::new());
 
     slab::write_root_caches(&h.path("/sys/kernel/slab"), false);
-    let live = count_dirs(&v.tree.memory);
-    v.proc_cgroups(h, &PROC_CGROUPS_4_19, dying);
-    h.mountinfo(&mi);
     h.kubelet_config(
         "/var/lib/kubelet/config.yaml",
         Some("systemd"),
@@ -1492,19 +1247,8 @@ fn build_debian_5_10_hybrid(h: &Host) -> Truth {
         ("/usr/sbin/dockerd", "Docker version 20.10.5+dfsg1, build 55c4c88"),
         ("/usr/sbin/runc", "runc version 1.0.0~rc93+ds1\ncommit: 1.0.0~rc93+ds1-5+deb11u2\nspec: 1.0.2-dev\ngo: go1.15.15\nlibseccomp: 2.5.1"),
     ]);
-    let (npods, containers, orphan_uids, inventory) =
-        pod_truth(layout, &pods, "/sys/fs/cgroup/memory", "");
-    Truth {
-        release,
-        memory_root: "/sys/fs/cgroup/memory",
-        live_memcgs: live,
-        dying: Some(dying),
-        kmem_active: None,
-        pods: npods,
-        containers,
-        orphan_uids,
-        inventory,
-    }
+    let pods = pod_truth(release, layout, &pods, V1_MEMORY_ROOT, "");
+    v.truth(h, Some(143), pods)
 }
 
 // ---------------------------------------------------------------------------------
@@ -1529,122 +1273,67 @@ fn debian12_v2(h: &Host, ids: &mut Ids, runtime_unit: &str) -> (V2Tree, u32) {
         true,
     );
     let kubelet = ids.pid();
-    unit(&mut t, "init.scope", vec![1], 9 * MIB, Kmem::Off, "");
-    unit(&mut t, "system.slice", vec![], 0, Kmem::Off, "memory pids");
-    for (svc, procs) in [
-        (runtime_unit, vec![ids.pid()]),
-        ("kubelet.service", vec![kubelet]),
-        ("ssh.service", vec![ids.pid()]),
-        ("cron.service", vec![ids.pid()]),
-        ("systemd-journald.service", vec![ids.pid()]),
-        ("systemd-logind.service", vec![ids.pid()]),
-        ("systemd-udevd.service", vec![ids.pid()]),
-        ("unattended-upgrades.service", vec![ids.pid()]),
-    ] {
-        unit(
-            &mut t,
-            &format!("system.slice/{svc}"),
-            procs,
-            ids.range(8, 300) * MIB,
-            Kmem::Off,
-            "",
-        );
-    }
-    unit(
+    #[rustfmt::skip]
+    units(&mut t, &no_kmem, vec![
+        ("init.scope", vec![1], 9 * MIB, ""),
+        ("system.slice", vec![], 0, "memory pids"),
+    ]);
+    services(
         &mut t,
-        "system.slice/system-getty.slice",
-        vec![],
-        0,
-        Kmem::Off,
-        "memory pids",
+        vec![
+            (runtime_unit, vec![ids.pid()]),
+            ("kubelet.service", vec![kubelet]),
+            ("ssh.service", vec![ids.pid()]),
+            ("cron.service", vec![ids.pid()]),
+            ("systemd-journald.service", vec![ids.pid()]),
+            ("systemd-logind.service", vec![ids.pid()]),
+            ("systemd-udevd.service", vec![ids.pid()]),
+            ("unattended-upgrades.service", vec![ids.pid()]),
+        ],
+        ids,
+        8..300,
+        &no_kmem,
     );
-    unit(
-        &mut t,
-        "system.slice/system-getty.slice/getty@tty1.service",
-        ids.pids(1),
-        MIB,
-        Kmem::Off,
-        "",
-    );
+    let getty = "system.slice/system-getty.slice";
     // systemd escapes '-' in unit names as \x2d, and the cgroup keeps the backslash.
-    unit(
-        &mut t,
-        "system.slice/system-serial\\x2dgetty.slice",
-        vec![],
-        0,
-        Kmem::Off,
-        "memory pids",
-    );
-    unit(
-        &mut t,
-        "system.slice/system-serial\\x2dgetty.slice/serial-getty@ttyS0.service",
-        ids.pids(1),
-        MIB,
-        Kmem::Off,
-        "",
-    );
-    unit(&mut t, "user.slice", vec![], 0, Kmem::Off, "memory pids");
-    unit(
-        &mut t,
-        "user.slice/user-1000.slice",
-        vec![],
-        0,
-        Kmem::Off,
-        "memory pids",
-    );
-    unit(
-        &mut t,
-        "user.slice/user-1000.slice/session-3.scope",
-        ids.pids(3),
-        40 * MIB,
-        Kmem::Off,
-        "",
-    );
-    unit(
-        &mut t,
-        "user.slice/user-1000.slice/user@1000.service",
-        vec![],
-        0,
-        Kmem::Off,
-        "memory pids",
-    );
-    unit(
-        &mut t,
-        "user.slice/user-1000.slice/user@1000.service/init.scope",
-        ids.pids(2),
-        6 * MIB,
-        Kmem::Off,
-        "",
-    );
-    unit(
-        &mut t,
-        "user.slice/user-1000.slice/user@1000.service/app.slice",
-        vec![],
-        0,
-        Kmem::Off,
-        "memory pids",
-    );
-    unit(
-        &mut t,
-        "user.slice/user-1000.slice/user@1000.service/app.slice/dbus.service",
-        ids.pids(1),
-        3 * MIB,
-        Kmem::Off,
-        "",
-    );
+    let serial_getty = "system.slice/system-serial\\x2dgetty.slice";
+    let user = "user.slice/user-1000.slice";
+    let manager = "user.slice/user-1000.slice/user@1000.service";
+    #[rustfmt::skip]
+    units(&mut t, &no_kmem, vec![
+        (getty, vec![], 0, "memory pids"),
+        (&format!("{getty}/getty@tty1.service"), ids.pids(1), MIB, ""),
+        (serial_getty, vec![], 0, "memory pids"),
+        (&format!("{serial_getty}/serial-getty@ttyS0.service"), ids.pids(1), MIB, ""),
+        ("user.slice", vec![], 0, "memory pids"),
+        (user, vec![], 0, "memory pids"),
+        (&format!("{user}/session-3.scope"), ids.pids(3), 40 * MIB, ""),
+        (manager, vec![], 0, "memory pids"),
+        (&format!("{manager}/init.scope"), ids.pids(2), 6 * MIB, ""),
+        (&format!("{manager}/app.slice"), vec![], 0, "memory pids"),
+        (&format!("{manager}/app.slice/dbus.service"), ids.pids(1), 3 * MIB, ""),
+    ]);
     (t, kubelet)
 }
 
-/// Finish a v2 fixture: every cgroup.stat, /proc/cgroups, and the truth.
-fn finish_v2(h: &Host, t: &V2Tree, format: V2StatFormat) -> crate::cgroup::V2Totals {
+/// Finish a v2 node: every cgroup.stat, /proc/cgroups and the root slab caches; its
+/// truth is `pods` (from [`pod_truth`]) with the memcg figures of the tree, returned
+/// with the tree's totals.
+fn finish_v2(h: &Host, t: &V2Tree, format: V2StatFormat, pods: Truth) -> (Truth, V2Totals) {
     let totals = t.finish(format);
     assert_eq!(
         totals.memcgs,
         count_v2_memcgs(&t.root),
         "the fixture's two memcg counts agree"
     );
-    v2_proc_cgroups(h, &PROC_CGROUPS_6_X, totals.cgroups + totals.dying);
-    totals
+    v2_proc_cgroups(h, PROC_CGROUPS_6_X, totals.cgroups + totals.dying);
+    slab::write_root_caches(&h.path("/sys/kernel/slab"), false);
+    let truth = Truth {
+        live_memcgs: totals.memcgs,
+        dying: Some(totals.dying),
+        ..pods
+    };
+    (truth, totals)
 }
 
 fixture! {
@@ -1672,88 +1361,40 @@ fixture! {
 
 fn build_debian_6_1_v2(h: &Host) -> Truth {
     let release = "6.1.0-56-cloud-amd64";
-    let mut ids = Ids::new("debian-6.1-v2");
-    h.osrelease(release);
-    h.cmdline("BOOT_IMAGE=/boot/vmlinuz-6.1.0-56-cloud-amd64 root=PARTUUID=6f1c0d2e-9a7b-4c3d-8e5f-2b1a0c9d8e7f ro console=tty0 console=ttyS0,115200 earlyprintk=ttyS0,115200 consoleblank=0");
-    h.meminfo(Meminfo {
-        mem_total_kib: 8_139_812,
-        mem_free_kib: 2_944_316,
-        swap_total_kib: 0,
-        swap_free_kib: 0,
-        slab_kib: 402_772,
-    });
+    let mut ids = boot(
+        h,
+        "debian-6.1-v2",
+        release,
+        "BOOT_IMAGE=/boot/vmlinuz-6.1.0-56-cloud-amd64 root=PARTUUID=6f1c0d2e-9a7b-4c3d-8e5f-2b1a0c9d8e7f ro console=tty0 console=ttyS0,115200 earlyprintk=ttyS0,115200 consoleblank=0",
+        Meminfo {
+            mem_total_kib: 8_139_812,
+            mem_free_kib: 2_944_316,
+            slab_kib: 402_772,
+            ..Meminfo::default()
+        },
+    );
     let (mut t, kubelet) = debian12_v2(h, &mut ids, "crio.service");
     // A delegated service that never enabled controllers for its children.
-    unit(
-        &mut t,
-        "system.slice/gitlab-runner.service",
-        ids.pids(1),
-        90 * MIB,
-        Kmem::Off,
-        "",
-    );
-    for job in ["job-88213", "job-88214", "job-88215"] {
-        unit(
-            &mut t,
-            &format!("system.slice/gitlab-runner.service/{job}"),
-            ids.pids(2),
-            0,
-            Kmem::Off,
-            "",
-        );
-    }
+    let runner = "system.slice/gitlab-runner.service";
+    #[rustfmt::skip]
+    units(&mut t, &no_kmem, vec![
+        (runner, ids.pids(1), 90 * MIB, ""),
+        (&format!("{runner}/job-88213"), ids.pids(2), 0, ""),
+        (&format!("{runner}/job-88214"), ids.pids(2), 0, ""),
+        (&format!("{runner}/job-88215"), ids.pids(2), 0, ""),
+    ]);
 
     let layout = Layout {
         driver: Driver::Systemd,
     };
-    let c = Runtime::Crio;
-    let pods = vec![
-        pod(
-            &mut ids,
-            "coredns-5dd5756b68-8kq2w",
-            Qos::Burstable,
-            Some(170 * MIB),
-            c,
-            &[1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "kube-proxy-2xkqp",
-            Qos::Besteffort,
-            None,
-            c,
-            &[1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "calico-node-9w8fd",
-            Qos::Burstable,
-            None,
-            c,
-            &[3],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "web-7c5ddbdf54-4hgk9",
-            Qos::Guaranteed,
-            Some(256 * MIB),
-            c,
-            &[2, 1],
-            true,
-        ),
-        pod(
-            &mut ids,
-            "prometheus-node-exporter-lx2vd",
-            Qos::Burstable,
-            Some(180 * MIB),
-            c,
-            &[1],
-            true,
-        ),
-    ];
+    #[rustfmt::skip]
+    let pods = pod_table(&mut ids, Runtime::Crio, &[
+        ("coredns-5dd5756b68-8kq2w", Burstable, Some(170 * MIB), &[1], true),
+        ("kube-proxy-2xkqp", Besteffort, None, &[1], true),
+        ("calico-node-9w8fd", Burstable, None, &[3], true),
+        ("web-7c5ddbdf54-4hgk9", Guaranteed, Some(256 * MIB), &[2, 1], true),
+        ("prometheus-node-exporter-lx2vd", Burstable, Some(180 * MIB), &[1], true),
+    ]);
     let kc = KubeCgroups {
         layout,
         allocatable: 7 * GIB,
@@ -1763,9 +1404,10 @@ fn build_debian_6_1_v2(h: &Host) -> Truth {
     write_kubepods(&mut t, h, &kc, &pods, &|_| Vec::new());
     t.dying_under("kubepods.slice/kubepods-burstable.slice", 30);
     t.dying_under("system.slice", 8);
-    let totals = finish_v2(h, &t, V2StatFormat::Descendants);
+    let note = ", each with its crio-conmon scope";
+    let pods = pod_truth(release, layout, &pods, "/sys/fs/cgroup", note);
+    let (mut truth, totals) = finish_v2(h, &t, V2StatFormat::Descendants, pods);
 
-    slab::write_root_caches(&h.path("/sys/kernel/slab"), false);
     h.process(
         kubelet,
         "kubelet",
@@ -1787,87 +1429,41 @@ fn build_debian_6_1_v2(h: &Host) -> Truth {
         ("/usr/bin/crio", "crio version 1.28.4\nVersion:        1.28.4\nGitCommit:      a1b2c3d4e5f60718293a4b5c6d7e8f9012345678\nGitCommitDate:  2024-02-22T17:52:02Z\nGitTreeState:   clean\nGoVersion:      go1.20.10\nCompiler:       gc\nPlatform:       linux/amd64"),
         ("/usr/sbin/runc", "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1+deb12u1\nspec: 1.0.2-dev\ngo: go1.19.8\nlibseccomp: 2.5.4"),
     ]);
-    let (npods, containers, orphan_uids, mut inventory) = pod_truth(
-        layout,
-        &pods,
-        "/sys/fs/cgroup",
-        ", each with its crio-conmon scope",
-    );
-    inventory.push(format!(
+    truth.inventory.push(format!(
         "{} cgroups, {} of them memcgs (root included); 38 dying",
         totals.cgroups, totals.memcgs
     ));
-    Truth {
-        release,
-        memory_root: "/sys/fs/cgroup",
-        live_memcgs: totals.memcgs,
-        dying: Some(totals.dying),
-        kmem_active: None,
-        pods: npods,
-        containers,
-        orphan_uids,
-        inventory,
-    }
+    truth
 }
 
 /// The pods of the 6.12 fixtures (containerd with a pause sandbox per pod).
+#[rustfmt::skip]
 fn pods_6_12(ids: &mut Ids) -> Vec<Pod> {
-    let c = Runtime::Containerd;
-    vec![
-        pod(
-            ids,
-            "coredns-7c65d6cfc9-qxw8z",
-            Qos::Burstable,
-            Some(170 * MIB),
-            c,
-            &[1, 1],
-            true,
-        ),
-        pod(
-            ids,
-            "kube-proxy-7x2mn",
-            Qos::Besteffort,
-            None,
-            c,
-            &[1, 1],
-            true,
-        ),
-        pod(ids, "cilium-4kq9x", Qos::Burstable, None, c, &[1, 2], true),
-        pod(
-            ids,
-            "api-gateway-6b9f7c5d8-j2lkp",
-            Qos::Guaranteed,
-            Some(1024 * MIB),
-            c,
-            &[1, 2],
-            true,
-        ),
-        pod(
-            ids,
-            "batch-worker-5f7b8d9c6-p9x2m",
-            Qos::Burstable,
-            Some(2048 * MIB),
-            c,
-            &[1, 4],
-            true,
-        ),
-    ]
+    pod_table(ids, Runtime::Containerd, &[
+        ("coredns-7c65d6cfc9-qxw8z", Burstable, Some(170 * MIB), &[1, 1], true),
+        ("kube-proxy-7x2mn", Besteffort, None, &[1, 1], true),
+        ("cilium-4kq9x", Burstable, None, &[1, 2], true),
+        ("api-gateway-6b9f7c5d8-j2lkp", Guaranteed, Some(1024 * MIB), &[1, 2], true),
+        ("batch-worker-5f7b8d9c6-p9x2m", Burstable, Some(2048 * MIB), &[1, 4], true),
+    ])
 }
 
 /// A Debian 12 host on a backports 6.12 kernel with the 6.12 pods; `leak_to`: grow a
 /// CI runner's leaked job cgroups until the host has exactly that many memcgs.
 fn build_6_12(h: &Host, seed: &str, dying: &[(&str, u64)], leak_to: Option<u64>) -> Truth {
     let release = "6.12.117+deb12-cloud-amd64";
-    let mut ids = Ids::new(seed);
-    h.osrelease(release);
-    h.cmdline("BOOT_IMAGE=/boot/vmlinuz-6.12.117+deb12-cloud-amd64 root=PARTUUID=0e9d8c7b-6a5f-4e3d-2c1b-0a9f8e7d6c5b ro console=tty0 console=ttyS0,115200 earlyprintk=ttyS0,115200 consoleblank=0");
-    h.meminfo(Meminfo {
-        mem_total_kib: 32_866_104,
-        mem_free_kib: 9_402_716,
-        swap_total_kib: 0,
-        swap_free_kib: 0,
-        slab_kib: 2_884_120,
-    });
+    let mut ids = boot(
+        h,
+        seed,
+        release,
+        "BOOT_IMAGE=/boot/vmlinuz-6.12.117+deb12-cloud-amd64 root=PARTUUID=0e9d8c7b-6a5f-4e3d-2c1b-0a9f8e7d6c5b ro console=tty0 console=ttyS0,115200 earlyprintk=ttyS0,115200 consoleblank=0",
+        Meminfo {
+            mem_total_kib: 32_866_104,
+            mem_free_kib: 9_402_716,
+            slab_kib: 2_884_120,
+            ..Meminfo::default()
+        },
+    );
     let (mut t, kubelet) = debian12_v2(h, &mut ids, "containerd.service");
     let layout = Layout {
         driver: Driver::Systemd,
@@ -1884,30 +1480,12 @@ fn build_6_12(h: &Host, seed: &str, dying: &[(&str, u64)], leak_to: Option<u64>)
     if let Some(target) = leak_to {
         // A CI runner (Delegate=yes) that makes a memory-enabled cgroup per job and never
         // removes it: empty live cgroups, each holding a memcg ID.
-        unit(
-            &mut t,
-            "system.slice/ci-runner.service",
-            vec![],
-            0,
-            Kmem::Off,
-            "memory pids",
-        );
-        unit(
-            &mut t,
-            "system.slice/ci-runner.service/runner",
-            ids.pids(1),
-            120 * MIB,
-            Kmem::Off,
-            "",
-        );
-        unit(
-            &mut t,
-            "system.slice/ci-runner.service/jobs",
-            vec![],
-            0,
-            Kmem::Off,
-            "memory pids",
-        );
+        #[rustfmt::skip]
+        units(&mut t, &no_kmem, vec![
+            ("system.slice/ci-runner.service", vec![], 0, "memory pids"),
+            ("system.slice/ci-runner.service/runner", ids.pids(1), 120 * MIB, ""),
+            ("system.slice/ci-runner.service/jobs", vec![], 0, "memory pids"),
+        ]);
         let base = count_v2_memcgs(&t.root);
         let need = target
             .checked_sub(base)
@@ -1934,11 +1512,11 @@ fn build_6_12(h: &Host, seed: &str, dying: &[(&str, u64)], leak_to: Option<u64>)
     for (parent, n) in dying {
         t.dying_under(parent, *n);
     }
-    let totals = finish_v2(h, &t, V2StatFormat::WithSubsys);
+    let pods = pod_truth(release, layout, &pods, "/sys/fs/cgroup", "");
+    let (mut truth, totals) = finish_v2(h, &t, V2StatFormat::WithSubsys, pods);
     if let Some(target) = leak_to {
         assert_eq!(totals.memcgs, target);
     }
-    slab::write_root_caches(&h.path("/sys/kernel/slab"), false);
     h.kubelet_config(
         "/var/lib/kubelet/config.yaml",
         Some("systemd"),
@@ -1959,20 +1537,9 @@ fn build_6_12(h: &Host, seed: &str, dying: &[(&str, u64)], leak_to: Option<u64>)
         ("/usr/bin/containerd", "containerd containerd.io 1.7.24 88bf19b2105c8b17560993bee28a01ddc2f97182"),
         ("/usr/bin/runc", "runc version 1.2.2\ncommit: v1.2.2-0-g7cb3632\nspec: 1.2.0\ngo: go1.22.9\nlibseccomp: 2.5.4"),
     ]);
-    let (npods, containers, orphan_uids, mut inv) = pod_truth(layout, &pods, "/sys/fs/cgroup", "");
-    inv.append(&mut inventory);
-    inv.push(format!("{} cgroups, {} of them memcgs (root included) = nr_subsys_memory; {} dying = nr_dying_subsys_memory", totals.cgroups, totals.memcgs, totals.dying));
-    Truth {
-        release,
-        memory_root: "/sys/fs/cgroup",
-        live_memcgs: totals.memcgs,
-        dying: Some(totals.dying),
-        kmem_active: None,
-        pods: npods,
-        containers,
-        orphan_uids,
-        inventory: inv,
-    }
+    truth.inventory.append(&mut inventory);
+    truth.inventory.push(format!("{} cgroups, {} of them memcgs (root included) = nr_subsys_memory; {} dying = nr_dying_subsys_memory", totals.cgroups, totals.memcgs, totals.dying));
+    truth
 }
 
 fixture! {

@@ -144,7 +144,9 @@ impl Host {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What `/proc/meminfo` is written from; the default has no memory and no swap, so a
+/// host without swap gives its memory and slab and `..Meminfo::default()`.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Meminfo {
     pub mem_total_kib: u64,
     pub mem_free_kib: u64,

@@ -128,3 +128,13 @@ pub fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
         Err(_) => &v[k],
     })
 }
+
+/// The element of the array at `path` (dotted, as for [`at`]) whose `key` is `value`.
+pub fn find_in<'a>(v: &'a Value, path: &str, key: &str, value: &str) -> Option<&'a Value> {
+    at(v, path).as_array()?.iter().find(|x| x[key] == value)
+}
+
+/// The finding `id` of a `check --output json` report.
+pub fn finding<'a>(c: &'a Value, id: &str) -> Option<&'a Value> {
+    find_in(c, "findings", "id", id)
+}
