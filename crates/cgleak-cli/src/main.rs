@@ -1,6 +1,7 @@
 //! The `cgleak` command line: the front end over the model and action layers.
 
 mod cmd_check;
+mod cmd_lab;
 mod cmd_probe;
 mod cmd_status;
 mod exit;
@@ -70,6 +71,16 @@ pub enum Command {
     #[command(after_help = "Exit codes: 0 all N created and removed, 4 mkdir failed for lack of IDs \
 (ENOSPC, ENOMEM or EBUSY), 1 other error, 77 not permitted.\n\nExamples:\n  cgleak probe\n  cgleak probe --count 2000 --output json")]
     Probe(cmd_probe::ProbeArgs),
+    /// Simulated node: real runc pods in a kubelet-style tree, churned so deleted pods leave dying memcgs.
+    #[command(after_help = "Builds <memory root>/cgleak-lab-<pid>/kubepods/{pod<uid>,burstable/pod<uid>,besteffort/pod<uid>}/<id> \
+with real containers (runc or crun, busybox-static root) that write page cache, deletes the oldest pod and \
+creates a new one --pods-per-minute times a minute, and removes everything (in every cgroup hierarchy) at the \
+end of --duration or on Ctrl-C. Refuses to run beside a kubelet (unless --force) or to take the host past \
+5000 memcgs, live and dying.\n\nExit codes: 0 done and removed, 130 stopped by SIGINT/SIGTERM and removed, \
+1 error or something left over (listed), 2 usage, 77 not permitted.\n\nExamples:\n  cgleak lab\n  \
+cgleak lab --pods 6 --pods-per-minute 120 --duration 90s\n  cgleak lab --orphan-every 5 --duration 10m --output json\n  \
+cgleak status --kubelet-root-dir /run/cgleak-lab-<pid>/kubelet   (from another shell, while it runs)")]
+    Lab(cmd_lab::LabArgs),
 }
 
 impl GlobalArgs {
@@ -91,6 +102,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd_status::run(&cli.global, a),
         Command::Check(a) => cmd_check::run(&cli.global, a),
         Command::Probe(a) => cmd_probe::run(&cli.global, a),
+        Command::Lab(a) => cmd_lab::run(&cli.global, a),
     };
     match r {
         Ok(code) => ExitCode::from(code),
