@@ -32,9 +32,8 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
-            self.buf.push(0);
-        }
+        let pad = (4 - self.buf.len() % 4) % 4;
+        self.buf.resize(self.buf.len() + pad, 0);
     }
 
     /// A directory and every missing parent.

@@ -88,7 +88,7 @@ fn newest_cached_deb(s: Series, cache: &Path) -> Result<Option<PathBuf>> {
             continue;
         }
         if let Some(n) = package_of(&p).and_then(|pkg| s.number(&pkg)) {
-            if best.as_ref().map_or(true, |(b, _)| n > *b) {
+            if best.as_ref().is_none_or(|(b, _)| n > *b) {
                 best = Some((n, p));
             }
         }

@@ -231,3 +231,36 @@ pub fn kernel_log() -> String {
     buf.truncate(n as usize);
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_directories_root_included() {
+        let d = tempfile::tempdir().unwrap();
+        for p in ["a", "a/b", "a/b/c", "d"] {
+            fs::create_dir(d.path().join(p)).unwrap();
+        }
+        fs::write(d.path().join("a/memory.stat"), "").unwrap();
+        assert_eq!(count_dirs(d.path()), 5);
+        assert_eq!(count_memcgs(d.path(), 1), 5);
+    }
+
+    #[test]
+    fn v2_counts_children_of_memory_enabled_cgroups() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("cgroup.stat"), "nr_descendants 3\n").unwrap();
+        fs::write(d.path().join("cgroup.subtree_control"), "cpu memory\n").unwrap();
+        for p in ["a", "a/x", "b"] {
+            fs::create_dir(d.path().join(p)).unwrap();
+        }
+        // a has no +memory: a/x is not a memcg.
+        fs::write(d.path().join("a/cgroup.subtree_control"), "cpu\n").unwrap();
+        assert_eq!(count_memcgs(d.path(), 2), 3);
+        fs::write(d.path().join("cgroup.stat"), "nr_descendants 3\nnr_subsys_memory 7\n").unwrap();
+        assert_eq!(count_memcgs(d.path(), 2), 7, "the kernel's own count wins");
+        assert_eq!(read_keyed(&d.path().join("cgroup.stat"), "nr_descendants"), Some(3));
+        assert_eq!(read_keyed(&d.path().join("cgroup.stat"), "nr_dying_descendants"), None);
+    }
+}

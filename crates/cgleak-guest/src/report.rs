@@ -68,3 +68,32 @@ impl Outcome {
         json!({ "kernel": kernel, "mode": mode, "scenario": scenario, "passed": passed, "details": self.details })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_check_fails_the_line_and_says_what() {
+        let mut o = Outcome::default();
+        o.measure("memcgs", 65535);
+        assert!(o.eq("errno", "ENOSPC".to_string(), "ENOSPC".to_string()));
+        assert!(!o.eq("exit code", 4, 1));
+        let line = o.into_line("6.1", "v1", "exhaustion");
+        assert_eq!(line["passed"], false);
+        assert_eq!(line["kernel"], "6.1");
+        assert_eq!(line["details"]["memcgs"], 65535);
+        assert_eq!(line["details"]["checks_passed"], 1);
+        assert_eq!(line["details"]["failed"][0], json!({ "check": "exit code", "expected": 4, "actual": 1 }));
+    }
+
+    #[test]
+    fn a_skipped_scenario_passes_and_says_why() {
+        let mut o = Outcome::default();
+        o.skip("v1 file on a v2-only kernel");
+        let line = o.into_line("6.12", "v2", "move-charge");
+        assert_eq!(line["passed"], true);
+        assert_eq!(line["details"]["skipped"], "v1 file on a v2-only kernel");
+        assert!(line["details"].get("failed").is_none());
+    }
+}

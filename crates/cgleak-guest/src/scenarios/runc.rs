@@ -163,7 +163,9 @@ fn containers(ctx: &Ctx, o: &mut Outcome, work: &Path, busybox: &Path, pid: u32)
             if guest {
                 args.push("--no-pivot");
             }
-            let out = Command::new(&ctx.runc)
+            // A file, not a pipe: the detached container inherits runc's stdio and keeps it open.
+            let log = bundle.join("runc.log");
+            let st = Command::new(&ctx.runc)
                 .arg("--root")
                 .arg(&state)
                 .args(&args)
@@ -171,13 +173,14 @@ fn containers(ctx: &Ctx, o: &mut Outcome, work: &Path, busybox: &Path, pid: u32)
                 .arg(&bundle)
                 .arg(&id)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()
+                .stdout(fs::File::create(&log)?)
+                .stderr(fs::File::create(bundle.join("runc.err"))?)
+                .status()
                 .context("run runc")?;
             cleanup.containers.push(id.clone());
-            if !out.status.success() {
-                bail!("runc run {id} (cgroupsPath {path}): {}", String::from_utf8_lossy(&out.stderr).trim());
+            if !st.success() {
+                let err = fs::read_to_string(bundle.join("runc.err")).unwrap_or_default();
+                bail!("runc run {id} (cgroupsPath {path}): {}", err.trim());
             }
             if !pod.deleted {
                 expected_dirs += 1;
