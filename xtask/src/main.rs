@@ -246,7 +246,7 @@ fn vmtest(a: &VmtestArgs) -> Result<bool> {
         };
         let mut out = std::io::stdout().lock();
         for l in &lines {
-            writeln!(out, "{l}")?;
+            writeln!(out, "{}", ordered_line(l))?;
             if l["passed"] != true {
                 all_passed = false;
             }
@@ -261,6 +261,19 @@ fn vmtest(a: &VmtestArgs) -> Result<bool> {
     }
     eprintln!("xtask: vmtest took {:.0} s; {}", started.elapsed().as_secs_f64(), if all_passed { "all passed" } else { "some FAILED" });
     Ok(all_passed)
+}
+
+/// A result line with its keys in the documented order: kernel, mode, scenario, passed, details.
+fn ordered_line(l: &Value) -> String {
+    let field = |k: &str| serde_json::to_string(&l[k]).unwrap_or_else(|_| "null".into());
+    format!(
+        "{{\"kernel\":{},\"mode\":{},\"scenario\":{},\"passed\":{},\"details\":{}}}",
+        field("kernel"),
+        field("mode"),
+        field("scenario"),
+        field("passed"),
+        field("details")
+    )
 }
 
 /// A target's result lines and its wall time in seconds.
@@ -561,6 +574,15 @@ fn which(cmd: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn result_lines_print_keys_in_documented_order() {
+        let l = serde_json::json!({"details": {"errno": "EBUSY"}, "passed": true, "scenario": "exhaustion", "mode": "v2", "kernel": "6.12"});
+        assert_eq!(
+            super::ordered_line(&l),
+            r#"{"kernel":"6.12","mode":"v2","scenario":"exhaustion","passed":true,"details":{"errno":"EBUSY"}}"#
+        );
+    }
     use super::*;
 
     fn args(kernel: &[&str], mode: Option<Mode>, scenario: &[&str]) -> VmtestArgs {
