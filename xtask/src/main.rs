@@ -233,6 +233,7 @@ fn vmtest(a: &VmtestArgs) -> Result<bool> {
     let mut results = results.into_inner().expect("results");
 
     let mut all_passed = true;
+    let (mut n_passed, mut n_failed) = (0u32, 0u32);
     let mut summary = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         let (lines, secs) = match results[i].take() {
@@ -249,6 +250,9 @@ fn vmtest(a: &VmtestArgs) -> Result<bool> {
             writeln!(out, "{}", ordered_line(l))?;
             if l["passed"] != true {
                 all_passed = false;
+                n_failed += 1;
+            } else {
+                n_passed += 1;
             }
         }
         out.flush()?;
@@ -260,6 +264,8 @@ fn vmtest(a: &VmtestArgs) -> Result<bool> {
         eprintln!("  {s}");
     }
     eprintln!("xtask: vmtest took {:.0} s; {}", started.elapsed().as_secs_f64(), if all_passed { "all passed" } else { "some FAILED" });
+    // The plain closing line CI reads, alone on its line.
+    println!("vmtest: {n_passed} passed, {n_failed} failed");
     Ok(all_passed)
 }
 
