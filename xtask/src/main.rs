@@ -106,6 +106,8 @@ impl Mode {
 const ALL_SCENARIOS: [&str; 5] = ["census", "move-charge", "runc", "near-limit", "exhaustion"];
 /// Fill the memcg ID space: guests only (facts §7).
 const GUEST_ONLY: [&str; 2] = ["near-limit", "exhaustion"];
+/// Scenarios about v1-only files (memory.move_charge_at_immigrate, facts §5).
+const V1_ONLY: [&str; 1] = ["move-charge"];
 
 /// One boot (or the host run) of the matrix.
 #[derive(Debug, Clone)]
@@ -133,11 +135,14 @@ fn expected_errno(kernel: &str) -> &'static str {
 /// The matrix: which scenarios each kernel runs by default. Every guest fills the ID space
 /// (6.1 v2 too: it is the one place cgleak counts v2 memcgs by walking, without
 /// nr_subsys_memory, at 65,535); the host never does.
-fn default_scenarios(kernel: &str) -> Vec<&'static str> {
-    match kernel {
-        "host" => ALL_SCENARIOS.iter().copied().filter(|s| !GUEST_ONLY.contains(s)).collect(),
-        _ => ALL_SCENARIOS.to_vec(),
-    }
+/// move_charge_at_immigrate is a v1 file: a v2 boot does not run it (rather than pass by skipping).
+fn default_scenarios(kernel: &str, mode: Option<Mode>) -> Vec<&'static str> {
+    ALL_SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| kernel != "host" || !GUEST_ONLY.contains(s))
+        .filter(|s| mode != Some(Mode::V2) || !V1_ONLY.contains(s))
+        .collect()
 }
 
 fn plan(a: &VmtestArgs) -> Result<Vec<Target>> {
@@ -154,7 +159,7 @@ fn plan(a: &VmtestArgs) -> Result<Vec<Target>> {
         };
         for mode in modes {
             let scenarios: Vec<String> = if a.scenario.is_empty() {
-                default_scenarios(&k).into_iter().map(str::to_string).collect()
+                default_scenarios(&k, mode).into_iter().map(str::to_string).collect()
             } else {
                 for s in &a.scenario {
                     if !ALL_SCENARIOS.contains(&s.as_str()) {
@@ -165,6 +170,11 @@ fn plan(a: &VmtestArgs) -> Result<Vec<Target>> {
                 // Run order matters: exhaustion continues near-limit's fill.
                 ALL_SCENARIOS.iter().filter(|s| want.contains(*s)).map(|s| s.to_string()).collect()
             };
+            if mode == Some(Mode::V2) {
+                if let Some(s) = scenarios.iter().find(|s| V1_ONLY.contains(&s.as_str())) {
+                    bail!("scenario {s} needs a cgroup v1 memory hierarchy: run it with --mode v1");
+                }
+            }
             if k == "host" {
                 if let Some(s) = scenarios.iter().find(|s| GUEST_ONLY.contains(&s.as_str())) {
                     bail!("scenario {s} fills the memcg ID space: guests only, never on the host");
@@ -612,7 +622,10 @@ mod tests {
         let names: Vec<String> = p.iter().map(Target::name).collect();
         assert_eq!(names, ["6.1 v1", "6.1 v2", "6.12 v2", "host"]);
         assert_eq!(p[0].scenarios, ALL_SCENARIOS);
+        assert_eq!(p[1].scenarios, ["census", "runc", "near-limit", "exhaustion"], "no v1-only scenario on v2");
+        assert_eq!(p[2].scenarios, ["census", "runc", "near-limit", "exhaustion"]);
         assert_eq!(p[3].scenarios, ["census", "move-charge", "runc"]);
+        assert!(plan(&args(&["6.12"], None, &["move-charge"])).is_err(), "move-charge needs v1");
     }
 
     #[test]
