@@ -5,19 +5,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=()
-command -v runc >/dev/null || need_pkgs+=(runc)
-[ -x /bin/busybox ] || command -v busybox >/dev/null || need_pkgs+=(busybox-static)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    echo "== installing ${need_pkgs[*]}"
+# ensure_packages [--for WHAT] PKG...: apt-get install the Debian packages given (the
+# missing ones: the callers check); nothing when none is given. Needs root.
+ensure_packages() {
+    local purpose=""
+    if [ "${1:-}" = --for ]; then
+        purpose=" for $2"
+        shift 2
+    fi
+    [ $# -gt 0 ] || return 0
+    echo "== installing $*$purpose"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "need root to install ${need_pkgs[*]}" >&2
+        echo "need root to install $*" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+need_pkgs=()
+command -v runc >/dev/null || need_pkgs+=(runc)
+[ -x /bin/busybox ] || command -v busybox >/dev/null || need_pkgs+=(busybox-static)
+ensure_packages ${need_pkgs[@]+"${need_pkgs[@]}"}
 
 echo "== build"
 cargo build --workspace --all-targets --locked
@@ -43,16 +53,7 @@ if [ "${CGLEAK_QUICK:-0}" != 1 ] && [ "${CGLEAK_NO_VMTEST:-0}" != 1 ]; then
     command -v dpkg-deb >/dev/null || lab_pkgs+=(dpkg)
     [ -x /bin/busybox ] || lab_pkgs+=(busybox-static)
     command -v runc >/dev/null || lab_pkgs+=(runc)
-    if [ ${#lab_pkgs[@]} -gt 0 ]; then
-        echo "== installing ${lab_pkgs[*]} for the real-kernel lab"
-        if [ "$(id -u)" -ne 0 ]; then
-            echo "need root to install ${lab_pkgs[*]}" >&2
-            exit 1
-        fi
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${lab_pkgs[@]}" >/dev/null
-    fi
+    ensure_packages --for "the real-kernel lab" ${lab_pkgs[@]+"${lab_pkgs[@]}"}
     echo "== real-kernel lab: cargo xtask vmtest (6.1 v1, 6.1 v2, 6.12 v2, host)"
     lab_start=$SECONDS
     cargo xtask vmtest

@@ -22,13 +22,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{env_u64, launch, median, ms, run_child, LAUNCH_ARG};
 use cgleak_readers::mountinfo::CgroupLayout;
 use cgleak_readers::{procfs, HostPaths};
 
@@ -232,14 +235,6 @@ fn run() -> Result<bool, String> {
     Ok(correct)
 }
 
-fn env_u64(name: &str, default: u64) -> Result<u64, String> {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().map_err(|_| format!("{name}={v:?}: not a whole number")),
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => Err(format!("{name}: {e}")),
-    }
-}
-
 fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
     if cancel.load(Ordering::Relaxed) {
         Err("interrupted (SIGINT/SIGTERM): scratch cgroups removed".into())
@@ -254,23 +249,6 @@ fn memory_num_cgroups(host: &HostPaths) -> Result<u64, String> {
         .find(|r| r.subsys == "memory" && r.hierarchy != 0)
         .map(|r| r.num_cgroups)
         .ok_or_else(|| "/proc/cgroups has no v1 memory row".to_string())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
 }
 
 // ---------------------------------------------------------------- the tree
@@ -447,103 +425,6 @@ struct FindRun {
     count: u64,
     /// Of those, lines in the scratch tree.
     ours: u64,
-}
-
-/// argv[1] that makes this binary a launcher (see `launch`).
-const LAUNCH_ARG: &str = "__cgleak_bench_launch";
-
-/// Launcher mode: `<bench> __cgleak_bench_launch <report file> <program> <args...>`.
-///
-/// The child's ru_maxrss cannot come from this bench directly: at exec the kernel
-/// folds the hiwater RSS of the mm being replaced into the new program's maxrss
-/// (fs/exec.c exec_mmap, setmax_mm_hiwater_rss), and a child spawned from the bench
-/// starts from the bench's mm (vfork shares it, fork copies it), so every child would
-/// report at least the bench's own peak (30,000 paths, JSON buffers). A freshly
-/// exec'd launcher is small: it spawns the program, reaps it with wait4 and writes
-/// `wall_ns maxrss_kb wait_status` to the report file. Wall time is taken around the
-/// program only, so the launcher's own start-up is in neither figure.
-fn launch(args: &[String]) -> ExitCode {
-    let [report, program, rest @ ..] = args else {
-        eprintln!("usage: {LAUNCH_ARG} <report file> <program> <args...>");
-        return ExitCode::from(2);
-    };
-    let start = Instant::now();
-    let child = match Command::new(program).args(rest).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{program}: {e}");
-            return ExitCode::from(127);
-        }
-    };
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills in.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: valid pointers to a status int and an rusage for the duration of the call;
-        // pid is our unreaped child (std's Child is never waited on).
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        if r == pid {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            eprintln!("wait4 {pid}: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    let wall = start.elapsed();
-    // ru_maxrss is in kilobytes on Linux.
-    match fs::write(report, format!("{} {} {}\n", wall.as_nanos(), ru.ru_maxrss, status)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{report}: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// Run `program args` through a launcher (see `launch`), feeding its stdout to `sink`.
-/// Returns the program's wall time and peak RSS in KB.
-fn run_child(program: &Path, args: &[&str], sink: &mut dyn FnMut(&[u8])) -> Result<(Duration, u64), String> {
-    let what = format!("{} {}", program.display(), args.join(" "));
-    let report = std::env::temp_dir().join(format!("cgleak-bench-{}.rusage", std::process::id()));
-    let _ = fs::remove_file(&report);
-    let me = std::env::current_exe().map_err(|e| format!("cannot find the bench binary: {e}"))?;
-    let mut launcher = Command::new(me)
-        .arg(LAUNCH_ARG)
-        .arg(&report)
-        .arg(program)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("{what}: cannot start the launcher: {e}"))?;
-    let mut out = launcher.stdout.take().expect("stdout is piped");
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match out.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => sink(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("{what}: reading stdout: {e}")),
-        }
-    }
-    let st = launcher.wait().map_err(|e| format!("{what}: waiting for the launcher: {e}"))?;
-    if !st.success() {
-        return Err(format!("{what}: launcher failed ({st})"));
-    }
-    let text = fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
-    let _ = fs::remove_file(&report);
-    let f: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    let [wall_ns, maxrss_kb, status] = f[..] else {
-        return Err(format!("{}: unexpected report {text:?}", report.display()));
-    };
-    let status = status as i32;
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("{what}: exited with wait status {status:#x}"));
-    }
-    Ok((Duration::from_nanos(wall_ns), maxrss_kb))
 }
 
 fn run_status(cgleak: &Path) -> Result<Run, String> {

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,8 @@ use cgleak_actions::lab::{
 use cgleak_readers::mountinfo::CgroupLayout;
 
 use crate::exit::{self, Failure};
-use crate::{GlobalArgs, OutputFormat};
+use crate::host_change::{aligned_lines, cancel_on, memory_hierarchy, print_report, require_root, CancelWatch};
+use crate::GlobalArgs;
 
 /// How often the lab counts the host's memcgs.
 const CENSUS_EVERY: Duration = Duration::from_secs(2);
@@ -160,20 +161,13 @@ pub fn run(g: &GlobalArgs, a: &LabArgs) -> Result<u8, Failure> {
     }
 
     let layout = CgroupLayout::discover(&host)?;
-    let memory = layout.memory_checked()?.ok_or_else(|| {
-        Failure::runtime(format!(
-            "no memory cgroup controller found in {} (neither a v1 memory hierarchy nor memory in the cgroup2 root's cgroup.controllers)",
-            host.host("/proc/self/mountinfo").display()
-        ))
-    })?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Err(Failure::not_permitted(format!(
-            "lab creates cgroups under {} and runs containers: it must run as root (euid is {euid})",
+    let memory = memory_hierarchy(&host, &layout)?;
+    require_root(|| {
+        format!(
+            "lab creates cgroups under {} and runs containers: it must run as root",
             memory.mount.mount_point.display()
-        )));
-    }
+        )
+    })?;
 
     let kind = RuntimeKind::from(a.runtime);
     let runtime = Runtime::find(kind).ok_or_else(|| {
@@ -201,12 +195,8 @@ pub fn run(g: &GlobalArgs, a: &LabArgs) -> Result<u8, Failure> {
     let state_dir = absolute(a.state_dir.clone().unwrap_or_else(|| default_state_dir(&host)))?;
     let data_dir = choose_data_dir(&state_dir, &fallback_data_dir(&host), a.state_dir.is_some())?;
 
-    let cancel = Arc::new(AtomicBool::new(false));
     // SIGHUP too: a closed terminal must not leave containers running.
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&cancel))
-            .map_err(|e| Failure::runtime(format!("cannot install a handler for signal {signal}: {e}")))?;
-    }
+    let cancel = cancel_on(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP])?;
     let opts = LabOptions {
         pods: a.pods,
         containers_per_pod: a.containers_per_pod,
@@ -234,14 +224,7 @@ pub fn run(g: &GlobalArgs, a: &LabArgs) -> Result<u8, Failure> {
     ui.finish();
     let report = result.map_err(lab_failure)?;
 
-    match g.output {
-        OutputFormat::Json => {
-            let text = serde_json::to_string_pretty(&report)
-                .map_err(|e| Failure::runtime(format!("cannot encode the report as JSON: {e}")))?;
-            println!("{text}");
-        }
-        OutputFormat::Table => print!("{}", render_table(&report)),
-    }
+    print_report(g.output, &report, render_table)?;
     Ok(exit_code(&report))
 }
 
@@ -391,13 +374,7 @@ fn render_table(r: &LabReport) -> String {
             lines.push(("", p.clone()));
         }
     }
-    let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
-    let mut out = String::new();
-    for (label, text) in lines {
-        let label = if label.is_empty() { String::new() } else { format!("{label}:") };
-        out.push_str(&format!("{label:<width$}  {text}\n"));
-    }
-    out
+    aligned_lines(&lines)
 }
 
 /// "6 pods (12 containers) | 52 created, 46 deleted | memcgs 45 live, 180 dying".
@@ -425,8 +402,7 @@ struct LabUi<'a> {
     tty: bool,
     settings: String,
     last_plain: Instant,
-    cancel: &'a AtomicBool,
-    told_cancel: bool,
+    cancel: CancelWatch<'a>,
 }
 
 impl<'a> LabUi<'a> {
@@ -450,8 +426,7 @@ impl<'a> LabUi<'a> {
             tty: std::io::stderr().is_terminal(),
             settings,
             last_plain: Instant::now(),
-            cancel,
-            told_cancel: false,
+            cancel: CancelWatch::new(cancel),
         }
     }
 
@@ -467,8 +442,7 @@ impl<'a> LabUi<'a> {
     }
 
     fn update(&mut self, p: LabProgress) {
-        if !self.told_cancel && self.cancel.load(Ordering::Relaxed) {
-            self.told_cancel = true;
+        if self.cancel.newly_cancelled() {
             self.bar.set_message("stopping");
             if !self.tty {
                 eprintln!("lab: stopping");

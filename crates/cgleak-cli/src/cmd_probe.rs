@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,8 @@ use cgleak_actions::probe::{run_probe, ProbeError, ProbeOptions, ProbeProgress, 
 use cgleak_readers::mountinfo::CgroupLayout;
 
 use crate::exit::{self, Failure};
-use crate::{GlobalArgs, OutputFormat};
+use crate::host_change::{aligned_lines, cancel_on, memory_hierarchy, print_report, require_root, CancelWatch};
+use crate::GlobalArgs;
 
 /// Above this many memcgs a probe needs --force: each one costs an ID and kernel memory.
 const MAX_COUNT_UNFORCED: u32 = 5000;
@@ -43,26 +44,12 @@ pub fn run(g: &GlobalArgs, a: &ProbeArgs) -> Result<u8, Failure> {
     }
     let relative = cgroup_relative_path(a.parent.as_deref())?;
     let host = g.host()?;
-    let memory = CgroupLayout::discover(&host)?.memory_checked()?.ok_or_else(|| {
-        Failure::runtime(format!(
-            "no memory cgroup controller found in {} (neither a v1 memory hierarchy nor memory in the cgroup2 root's cgroup.controllers)",
-            host.host("/proc/self/mountinfo").display()
-        ))
+    let memory = memory_hierarchy(&host, &CgroupLayout::discover(&host)?)?;
+    require_root(|| {
+        format!("probe creates memory cgroups under {} and must run as root", memory.mount.mount_point.display())
     })?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Err(Failure::not_permitted(format!(
-            "probe creates memory cgroups under {} and must run as root (euid is {euid})",
-            memory.mount.mount_point.display()
-        )));
-    }
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&cancel))
-            .map_err(|e| Failure::runtime(format!("cannot install a handler for signal {signal}: {e}")))?;
-    }
+    let cancel = cancel_on(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     let opts = ProbeOptions {
         count: a.count,
         parent: memory.mount.local.join(&relative),
@@ -76,14 +63,7 @@ pub fn run(g: &GlobalArgs, a: &ProbeArgs) -> Result<u8, Failure> {
     bar.finish();
     let report = result.map_err(probe_failure)?;
 
-    match g.output {
-        OutputFormat::Json => {
-            let text = serde_json::to_string_pretty(&report)
-                .map_err(|e| Failure::runtime(format!("cannot encode the report as JSON: {e}")))?;
-            println!("{text}");
-        }
-        OutputFormat::Table => print!("{}", render_table(&report)),
-    }
+    print_report(g.output, &report, render_table)?;
     Ok(exit_code(&report))
 }
 
@@ -164,13 +144,7 @@ fn render_table(r: &ProbeReport) -> String {
             lines.push(("", p.clone()));
         }
     }
-    let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
-    let mut out = String::new();
-    for (label, text) in lines {
-        let label = if label.is_empty() { String::new() } else { format!("{label}:") };
-        out.push_str(&format!("{label:<width$}  {text}\n"));
-    }
-    out
+    aligned_lines(&lines)
 }
 
 /// A progress bar on stderr that stays hidden for the first second, and for ever
@@ -180,8 +154,7 @@ struct ProbeBar<'a> {
     started: Instant,
     may_show: bool,
     shown: bool,
-    cancel: &'a AtomicBool,
-    told_cancel: bool,
+    cancel: CancelWatch<'a>,
 }
 
 impl<'a> ProbeBar<'a> {
@@ -196,8 +169,7 @@ impl<'a> ProbeBar<'a> {
             started: Instant::now(),
             may_show: std::io::stderr().is_terminal(),
             shown: false,
-            cancel,
-            told_cancel: false,
+            cancel: CancelWatch::new(cancel),
         }
     }
 
@@ -206,8 +178,7 @@ impl<'a> ProbeBar<'a> {
             self.bar.set_draw_target(ProgressDrawTarget::stderr());
             self.shown = true;
         }
-        if !self.told_cancel && self.cancel.load(Ordering::Relaxed) {
-            self.told_cancel = true;
+        if self.cancel.newly_cancelled() {
             self.bar.set_message("stopping");
         }
         match p {

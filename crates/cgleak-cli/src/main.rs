@@ -2,9 +2,11 @@
 
 mod cmd_check;
 mod cmd_lab;
+mod cmd_logs;
 mod cmd_probe;
 mod cmd_status;
 mod exit;
+mod host_change;
 mod render;
 
 use std::path::PathBuf;
@@ -19,7 +21,7 @@ Exit codes:
   0   healthy (check), success (status, probe)
   1   runtime error (a file could not be read, ...)
   2   usage error (bad flag or value)
-  3   at_risk or leaking (check)
+  3   at_risk or leaking (check); incidents found (logs)
   4   exhausted: no memcg ID left (check; probe when mkdir fails for lack of IDs)
   77  not permitted (run as root, or mount the host with --host-root)
   130 interrupted by SIGINT or SIGTERM (probe cleans up first)
@@ -28,6 +30,7 @@ Examples:
   cgleak status                       census of memory cgroups on this host
   cgleak check --output json          verdict, findings and remedies as JSON
   cgleak probe --count 500            prove 500 memcgs can still be created
+  cgleak logs                         failed memcg creations in the host's logs
   cgleak --host-root /host status     from a container with the host's / at /host";
 
 #[derive(Parser, Debug)]
@@ -48,9 +51,21 @@ pub struct GlobalArgs {
     /// The kubelet's --root-dir, as seen by cgleak [default: <host-root>/var/lib/kubelet].
     #[arg(long, global = true, value_name = "DIR")]
     pub kubelet_root_dir: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    /// Output format (jsonl, one JSON object per line, is for `logs` only).
+    #[arg(long = "output", short = 'o', global = true, value_enum, value_name = "FORMAT", default_value_t = OutputArg::Table)]
+    pub output_arg: OutputArg,
+    /// The format of commands that have no jsonl: `output_arg`, checked in `main`.
+    #[arg(skip = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+/// `--output` as given.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputArg {
+    Table,
+    Json,
+    /// One JSON object per line, as found (logs).
+    Jsonl,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +96,16 @@ end of --duration or on Ctrl-C. Refuses to run beside a kubelet (unless --force)
 cgleak lab --pods 6 --pods-per-minute 120 --duration 90s\n  cgleak lab --orphan-every 5 --duration 10m --output json\n  \
 cgleak status --kubelet-root-dir /run/cgleak-lab-<pid>/kubelet   (from another shell, while it runs)")]
     Lab(cmd_lab::LabArgs),
+    /// Find failed memcg creations (and per-memcg slab and inotify failures) in the node's logs, and explain them.
+    #[command(after_help = "With no FILE, --journal or --kmsg: the host's usual logs under --host-root \
+(/var/log/messages*, syslog*, kern.log*, daemon.log*, kubelet.log*, rotated and .gz generations included), \
+journald (when journalctl and a journal are there) and /dev/kmsg (when present); the report says which were read, and which could not be.\n\n\
+--output jsonl prints one incident per line as it is found, with the keys kind, errno (ENOSPC, ENOMEM, EBUSY or null), \
+component, time, host, cgroup_path, pod_uid, container_id, source, line (1-based in its source) and raw.\n\n\
+Exit codes: 0 no incident, 3 incidents found, 1 error (a named source could not be read), 2 usage.\n\nExamples:\n  \
+cgleak logs\n  cgleak logs /var/log/messages* --since 2d\n  cgleak logs '/var/log/kubelet.log*' --output jsonl | jq -r .pod_uid\n  \
+journalctl -u kubelet --since today | cgleak logs -\n  cgleak logs --journal --kmsg --follow\n  cgleak --host-root /host logs --since 1h --output json")]
+    Logs(cmd_logs::LogsArgs),
 }
 
 impl GlobalArgs {
@@ -97,12 +122,21 @@ impl GlobalArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.global.output = match cli.global.output_arg {
+        OutputArg::Table => OutputFormat::Table,
+        OutputArg::Json | OutputArg::Jsonl => OutputFormat::Json,
+    };
+    if cli.global.output_arg == OutputArg::Jsonl && !matches!(cli.command, Command::Logs(_)) {
+        eprintln!("cgleak: --output jsonl is for `cgleak logs` only; use --output json");
+        return ExitCode::from(exit::USAGE);
+    }
     let r = match &cli.command {
         Command::Status(a) => cmd_status::run(&cli.global, a),
         Command::Check(a) => cmd_check::run(&cli.global, a),
         Command::Probe(a) => cmd_probe::run(&cli.global, a),
         Command::Lab(a) => cmd_lab::run(&cli.global, a),
+        Command::Logs(a) => cmd_logs::run(&cli.global, a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

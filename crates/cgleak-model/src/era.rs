@@ -1044,431 +1044,526 @@ mod tests {
         assert_eq!(upstream_version_from_hint(""), None);
     }
 
+    // ---- the answers for one release ----
+
+    /// What a test expects of the era of one release; a field left `None` is not checked.
+    #[derive(Default)]
+    struct Expect {
+        distro: Option<Distro>,
+        id: Option<EraId>,
+        exact: Option<bool>,
+        dying_hold_ids: Option<bool>,
+        swap_pins_ids: Option<bool>,
+        mkdir_errno_when_full: Option<Errno>,
+        mkdir_errno_alternatives: Option<Vec<Errno>>,
+        /// Each of these must satisfy `mkdir_errno_possible`.
+        errno_possible: Option<Vec<Errno>>,
+        /// None of these may satisfy `mkdir_errno_possible`.
+        errno_impossible: Option<Vec<Errno>>,
+        kmem_opt_in: Option<bool>,
+        nokmem_supported: Option<bool>,
+        move_charge: Option<MoveCharge>,
+        proc_cgroups_counts_dying: Option<bool>,
+        has_nr_dying_descendants: Option<bool>,
+        has_nr_dying_subsys: Option<bool>,
+        has_memory_reclaim: Option<bool>,
+        kmem_limit_write: Option<KmemLimitWrite>,
+        kmem_limit_write_warns: Option<bool>,
+        slab_naming: Option<SlabNaming>,
+        slab_memcg_sysfs_opt_in: Option<bool>,
+        /// `dying_count_method(false, false)`: memory on v1.
+        count_v1: Option<DyingCountMethod>,
+        /// `dying_count_method(true, false)`: memory on v2, no nr_dying_subsys_memory key.
+        count_v2: Option<DyingCountMethod>,
+        /// `dying_count_method(true, true)`: memory on v2 with the nr_dying_subsys_memory key.
+        count_v2_subsys: Option<DyingCountMethod>,
+    }
+
+    /// `expect! { id: EraId::El7, exact: true }`: an [`Expect`] checking just the fields named.
+    macro_rules! expect {
+        ($($field:ident: $value:expr),* $(,)?) => {
+            Expect { $($field: Some($value),)* ..Expect::default() }
+        };
+    }
+
+    /// Checks every field `want` names on the era of `release`, and returns the era for
+    /// the checks of notes that differ per test.
+    fn assert_era(release: &str, want: Expect) -> KernelEra {
+        let e = era(release);
+        check_era(release, &e, &want);
+        e
+    }
+
+    fn check_era(label: &str, e: &KernelEra, want: &Expect) {
+        let at = |what: &str| format!("{label:?}: {what} (notes: {:?})", e.notes);
+        macro_rules! check_fields {
+            ($($field:ident),* $(,)?) => {$(
+                if let Some(w) = &want.$field {
+                    assert_eq!(&e.$field, w, "{}", at(stringify!($field)));
+                }
+            )*};
+        }
+        if let Some(d) = &want.distro {
+            assert_eq!(&e.release.distro, d, "{}", at("distro"));
+        }
+        check_fields!(
+            id,
+            exact,
+            dying_hold_ids,
+            swap_pins_ids,
+            mkdir_errno_when_full,
+            mkdir_errno_alternatives,
+            kmem_opt_in,
+            nokmem_supported,
+            move_charge,
+            proc_cgroups_counts_dying,
+            has_nr_dying_descendants,
+            has_nr_dying_subsys,
+            has_memory_reclaim,
+            kmem_limit_write,
+            kmem_limit_write_warns,
+            slab_naming,
+            slab_memcg_sysfs_opt_in,
+        );
+        for errno in want.errno_possible.iter().flatten() {
+            assert!(e.mkdir_errno_possible(*errno), "{}", at(&format!("{errno:?} possible")));
+        }
+        for errno in want.errno_impossible.iter().flatten() {
+            assert!(!e.mkdir_errno_possible(*errno), "{}", at(&format!("{errno:?} impossible")));
+        }
+        for (memory_on_v2, has_subsys_file, w) in
+            [(false, false, want.count_v1), (true, false, want.count_v2), (true, true, want.count_v2_subsys)]
+        {
+            if let Some(w) = w {
+                let what = format!("dying_count_method({memory_on_v2}, {has_subsys_file})");
+                assert_eq!(e.dying_count_method(memory_on_v2, has_subsys_file), w, "{}", at(&what));
+            }
+        }
+    }
+
     // ---- el7 ----
 
     #[test]
     fn el7_957_every_field() {
-        let e = era("3.10.0-957.27.2.el7.x86_64");
-        assert_eq!(e.id, EraId::El7);
-        assert!(e.exact);
-        assert!(e.dying_hold_ids);
-        assert!(!e.swap_pins_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
-        assert_eq!(e.mkdir_errno_alternatives, vec![Errno::ENOSPC]);
-        assert!(e.mkdir_errno_possible(Errno::ENOSPC) && e.mkdir_errno_possible(Errno::ENOMEM));
-        assert!(!e.mkdir_errno_possible(Errno::EBUSY));
+        let e = assert_era("3.10.0-957.27.2.el7.x86_64", expect! {
+            id: EraId::El7,
+            exact: true,
+            dying_hold_ids: true,
+            swap_pins_ids: false,
+            mkdir_errno_when_full: Errno::ENOMEM,
+            mkdir_errno_alternatives: vec![Errno::ENOSPC],
+            errno_possible: vec![Errno::ENOSPC, Errno::ENOMEM],
+            errno_impossible: vec![Errno::EBUSY],
+            kmem_opt_in: true,
+            nokmem_supported: false,
+            move_charge: MoveCharge::Works,
+            proc_cgroups_counts_dying: false,
+            has_nr_dying_descendants: false,
+            has_nr_dying_subsys: false,
+            has_memory_reclaim: false,
+            kmem_limit_write: KmemLimitWrite::Enables,
+            kmem_limit_write_warns: false,
+            slab_naming: SlabNaming::TopLevel310,
+            slab_memcg_sysfs_opt_in: false,
+            count_v1: DyingCountMethod::NotCountable,
+            count_v2: DyingCountMethod::NotCountable,
+        });
         let joined = e.notes.join(" ");
         assert!(joined.contains("ENOMEM") && joined.contains("ENOSPC"), "{joined}");
-        assert!(e.kmem_opt_in);
-        assert!(!e.nokmem_supported);
-        assert_eq!(e.move_charge, MoveCharge::Works);
-        assert!(!e.proc_cgroups_counts_dying);
-        assert!(!e.has_nr_dying_descendants);
-        assert!(!e.has_nr_dying_subsys);
-        assert!(!e.has_memory_reclaim);
-        assert_eq!(e.kmem_limit_write, KmemLimitWrite::Enables);
-        assert!(!e.kmem_limit_write_warns);
-        assert_eq!(e.slab_naming, SlabNaming::TopLevel310);
-        assert!(!e.slab_memcg_sysfs_opt_in);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::NotCountable);
-        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable);
     }
 
     #[test]
     fn el7_1160_is_certain_enomem() {
-        let e = era("3.10.0-1160.el7.x86_64");
-        assert_eq!(e.id, EraId::El7);
-        assert!(e.exact);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
-        assert!(e.mkdir_errno_alternatives.is_empty());
-        assert!(e.nokmem_supported);
-        assert!(e.dying_hold_ids);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::NotCountable);
+        assert_era("3.10.0-1160.el7.x86_64", expect! {
+            id: EraId::El7,
+            exact: true,
+            mkdir_errno_when_full: Errno::ENOMEM,
+            mkdir_errno_alternatives: vec![],
+            nokmem_supported: true,
+            dying_hold_ids: true,
+            count_v1: DyingCountMethod::NotCountable,
+        });
     }
 
     #[test]
     fn el7_nokmem_from_1062() {
-        assert!(era("3.10.0-1062.el7.x86_64").nokmem_supported);
-        assert!(era("3.10.0-1062.1.2.el7.x86_64").nokmem_supported);
-        assert!(!era("3.10.0-1061.el7.x86_64").nokmem_supported);
-        assert!(!era("3.10.0-957.27.2.el7.x86_64").nokmem_supported);
-        assert!(!era("3.10.0-957.el7.x86_64").nokmem_supported);
+        for (release, nokmem) in [
+            ("3.10.0-1062.el7.x86_64", true),
+            ("3.10.0-1062.1.2.el7.x86_64", true),
+            ("3.10.0-1061.el7.x86_64", false),
+            ("3.10.0-957.27.2.el7.x86_64", false),
+            ("3.10.0-957.el7.x86_64", false),
+        ] {
+            assert_era(release, expect! { nokmem_supported: nokmem });
+        }
     }
 
     // ---- 3.x ----
 
     #[test]
     fn vanilla_3_10_every_field() {
-        let e = era("3.10.108");
-        assert_eq!(e.id, EraId::Linux310);
-        assert!(e.exact);
-        assert!(e.dying_hold_ids);
-        assert!(!e.swap_pins_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
-        assert!(e.mkdir_errno_alternatives.is_empty());
-        assert!(e.kmem_opt_in);
-        assert!(!e.nokmem_supported);
-        assert_eq!(e.move_charge, MoveCharge::Works);
-        assert!(!e.proc_cgroups_counts_dying);
-        assert_eq!(e.kmem_limit_write, KmemLimitWrite::Enables);
-        assert_eq!(e.slab_naming, SlabNaming::TopLevel310);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::NotCountable);
-        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable);
+        assert_era("3.10.108", expect! {
+            id: EraId::Linux310,
+            exact: true,
+            dying_hold_ids: true,
+            swap_pins_ids: false,
+            mkdir_errno_when_full: Errno::ENOSPC,
+            mkdir_errno_alternatives: vec![],
+            kmem_opt_in: true,
+            nokmem_supported: false,
+            move_charge: MoveCharge::Works,
+            proc_cgroups_counts_dying: false,
+            kmem_limit_write: KmemLimitWrite::Enables,
+            slab_naming: SlabNaming::TopLevel310,
+            count_v1: DyingCountMethod::NotCountable,
+            count_v2: DyingCountMethod::NotCountable,
+        });
     }
 
     #[test]
     fn other_3x_is_3_10_but_not_exact() {
-        let e = era("3.16.0-6-amd64");
-        assert_eq!(e.id, EraId::Linux310);
-        assert!(!e.exact);
-        assert!(e.dying_hold_ids);
-        let e = era("2.6.32");
-        assert_eq!(e.id, EraId::Linux310);
-        assert!(!e.exact);
+        assert_era("3.16.0-6-amd64", expect! { id: EraId::Linux310, exact: false, dying_hold_ids: true });
+        assert_era("2.6.32", expect! { id: EraId::Linux310, exact: false });
     }
 
     // ---- 4.x ----
 
     #[test]
     fn linux_4_4_131_has_the_backport() {
-        let e = era("4.4.131");
-        assert_eq!(e.id, EraId::Linux47To5440);
-        assert!(e.exact);
-        assert!(!e.dying_hold_ids);
-        assert!(e.swap_pins_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
-        assert!(e.mkdir_errno_alternatives.is_empty());
-        // kmem opt-in is a 4.0-4.5 property regardless of the ID backport; nokmem came in 4.5.
-        assert!(e.kmem_opt_in);
-        assert!(!e.nokmem_supported);
-        assert_eq!(e.kmem_limit_write, KmemLimitWrite::Enables);
-        assert!(e.proc_cgroups_counts_dying);
-        assert!(!e.has_nr_dying_descendants);
-        assert_eq!(e.slab_naming, SlabNaming::CgroupSubdir);
-        assert!(!e.slab_memcg_sysfs_opt_in);
-        assert_eq!(e.move_charge, MoveCharge::Works);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
-        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable);
+        assert_era("4.4.131", expect! {
+            id: EraId::Linux47To5440,
+            exact: true,
+            dying_hold_ids: false,
+            swap_pins_ids: true,
+            mkdir_errno_when_full: Errno::ENOMEM,
+            mkdir_errno_alternatives: vec![],
+            // kmem opt-in is a 4.0-4.5 property regardless of the ID backport; nokmem came in 4.5.
+            kmem_opt_in: true,
+            nokmem_supported: false,
+            kmem_limit_write: KmemLimitWrite::Enables,
+            proc_cgroups_counts_dying: true,
+            has_nr_dying_descendants: false,
+            slab_naming: SlabNaming::CgroupSubdir,
+            slab_memcg_sysfs_opt_in: false,
+            move_charge: MoveCharge::Works,
+            count_v1: DyingCountMethod::ProcCgroupsMinusLive,
+            count_v2: DyingCountMethod::NotCountable,
+        });
     }
 
     #[test]
     fn linux_4_4_boundaries() {
-        let old = era("4.4.17");
-        assert_eq!(old.id, EraId::Linux40To46);
-        assert!(old.exact);
-        assert!(old.dying_hold_ids);
-        assert_eq!(old.mkdir_errno_when_full, Errno::ENOSPC);
+        assert_era(
+            "4.4.17",
+            expect! { id: EraId::Linux40To46, exact: true, dying_hold_ids: true, mkdir_errno_when_full: Errno::ENOSPC },
+        );
         for s in ["4.4.18", "4.4.19"] {
-            let e = era(s);
-            assert_eq!(e.id, EraId::Linux40To46, "{s}");
-            assert!(!e.exact, "{s}");
-            assert!(e.dying_hold_ids, "{s}: the safe side");
-            assert!(e.mkdir_errno_possible(Errno::ENOSPC) && e.mkdir_errno_possible(Errno::ENOMEM), "{s}");
+            assert_era(s, expect! {
+                id: EraId::Linux40To46,
+                exact: false,
+                // The safe side.
+                dying_hold_ids: true,
+                errno_possible: vec![Errno::ENOSPC, Errno::ENOMEM],
+            });
         }
-        let new = era("4.4.20");
-        assert_eq!(new.id, EraId::Linux47To5440);
-        assert!(new.exact);
-        assert!(!new.dying_hold_ids);
+        assert_era("4.4.20", expect! { id: EraId::Linux47To5440, exact: true, dying_hold_ids: false });
     }
 
     #[test]
     fn ubuntu_4_4_0_21_is_before_the_backport() {
-        let e = era("4.4.0-21-generic");
-        assert_eq!(e.release.distro, Distro::Ubuntu);
-        assert_eq!(e.id, EraId::Linux40To46);
-        assert!(e.exact);
-        assert!(e.dying_hold_ids);
-        assert!(!e.swap_pins_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
-        assert!(e.kmem_opt_in);
-        assert!(!e.nokmem_supported);
-        assert!(e.proc_cgroups_counts_dying);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+        let e = assert_era("4.4.0-21-generic", expect! {
+            distro: Distro::Ubuntu,
+            id: EraId::Linux40To46,
+            exact: true,
+            dying_hold_ids: true,
+            swap_pins_ids: false,
+            mkdir_errno_when_full: Errno::ENOSPC,
+            kmem_opt_in: true,
+            nokmem_supported: false,
+            proc_cgroups_counts_dying: true,
+            count_v1: DyingCountMethod::ProcCgroupsMinusLive,
+        });
         assert!(e.notes.iter().any(|n| n.contains("version_signature")), "{:?}", e.notes);
     }
 
     #[test]
     fn ubuntu_4_4_abi_windows() {
-        let late = era("4.4.0-210-generic");
-        assert_eq!(late.id, EraId::Linux47To5440);
-        assert!(late.exact);
-        assert!(!late.dying_hold_ids);
-        let mid = era("4.4.0-45-generic");
-        assert_eq!(mid.id, EraId::Linux40To46);
-        assert!(!mid.exact);
-        assert!(mid.dying_hold_ids);
-        assert_eq!(mid.mkdir_errno_alternatives, vec![Errno::ENOMEM]);
+        assert_era("4.4.0-210-generic", expect! { id: EraId::Linux47To5440, exact: true, dying_hold_ids: false });
+        assert_era("4.4.0-45-generic", expect! {
+            id: EraId::Linux40To46,
+            exact: false,
+            dying_hold_ids: true,
+            mkdir_errno_alternatives: vec![Errno::ENOMEM],
+        });
         // The upstream version settles it.
-        let r = release("4.4.0-45-generic");
-        let e = KernelEra::from_release_with_hint(r, Some("Ubuntu 4.4.0-45.66-generic 4.4.21"));
-        assert_eq!(e.id, EraId::Linux47To5440);
-        assert!(e.exact);
+        let hint = "Ubuntu 4.4.0-45.66-generic 4.4.21";
+        let e = KernelEra::from_release_with_hint(release("4.4.0-45-generic"), Some(hint));
+        check_era(hint, &e, &expect! { id: EraId::Linux47To5440, exact: true });
     }
 
     #[test]
     fn linux_4_0_to_4_6() {
         for s in ["4.0.9", "4.3.6", "4.5.7", "4.6.7"] {
-            let e = era(s);
-            assert_eq!(e.id, EraId::Linux40To46, "{s}");
-            assert!(e.dying_hold_ids, "{s}");
-            assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC, "{s}");
-            assert!(e.proc_cgroups_counts_dying, "{s}");
+            assert_era(s, expect! {
+                id: EraId::Linux40To46,
+                dying_hold_ids: true,
+                mkdir_errno_when_full: Errno::ENOSPC,
+                proc_cgroups_counts_dying: true,
+            });
         }
-        assert!(era("4.5.7").kmem_opt_in);
-        assert!(era("4.5.7").nokmem_supported);
-        assert!(!era("4.4.131").nokmem_supported);
-        assert!(!era("4.6.7").kmem_opt_in);
-        assert_eq!(era("4.6.7").kmem_limit_write, KmemLimitWrite::SetsLimit);
+        assert_era("4.5.7", expect! { kmem_opt_in: true, nokmem_supported: true });
+        assert_era("4.4.131", expect! { nokmem_supported: false });
+        assert_era("4.6.7", expect! { kmem_opt_in: false, kmem_limit_write: KmemLimitWrite::SetsLimit });
         assert!(era("4.3.6").notes.iter().any(|n| n.contains("4.0-4.3")));
     }
 
     #[test]
     fn debian_4_9_every_field() {
-        let e = era("4.9.0-8-amd64");
-        assert_eq!(e.release.distro, Distro::Debian);
-        assert_eq!(e.id, EraId::Linux47To5440);
-        assert!(e.exact);
-        assert!(!e.dying_hold_ids);
-        assert!(e.swap_pins_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
-        assert!(e.mkdir_errno_alternatives.is_empty());
-        assert!(!e.kmem_opt_in);
-        assert!(e.nokmem_supported);
-        assert_eq!(e.move_charge, MoveCharge::Works);
-        assert!(e.proc_cgroups_counts_dying);
-        assert!(!e.has_nr_dying_descendants);
-        assert!(!e.has_nr_dying_subsys);
-        assert!(!e.has_memory_reclaim);
-        assert_eq!(e.kmem_limit_write, KmemLimitWrite::SetsLimit);
-        assert!(!e.kmem_limit_write_warns);
-        assert_eq!(e.slab_naming, SlabNaming::CgroupSubdir);
-        assert!(!e.slab_memcg_sysfs_opt_in);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
-        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable);
+        assert_era("4.9.0-8-amd64", expect! {
+            distro: Distro::Debian,
+            id: EraId::Linux47To5440,
+            exact: true,
+            dying_hold_ids: false,
+            swap_pins_ids: true,
+            mkdir_errno_when_full: Errno::ENOMEM,
+            mkdir_errno_alternatives: vec![],
+            kmem_opt_in: false,
+            nokmem_supported: true,
+            move_charge: MoveCharge::Works,
+            proc_cgroups_counts_dying: true,
+            has_nr_dying_descendants: false,
+            has_nr_dying_subsys: false,
+            has_memory_reclaim: false,
+            kmem_limit_write: KmemLimitWrite::SetsLimit,
+            kmem_limit_write_warns: false,
+            slab_naming: SlabNaming::CgroupSubdir,
+            slab_memcg_sysfs_opt_in: false,
+            count_v1: DyingCountMethod::ProcCgroupsMinusLive,
+            count_v2: DyingCountMethod::NotCountable,
+        });
     }
 
     #[test]
     fn debian_4_19_every_field() {
-        let e = era("4.19.0-25-amd64");
-        assert_eq!(e.id, EraId::Linux47To5440);
-        assert!(e.exact);
-        assert!(!e.dying_hold_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
-        assert_eq!(e.mkdir_errno_alternatives, vec![Errno::ENOSPC]);
+        let e = assert_era("4.19.0-25-amd64", expect! {
+            id: EraId::Linux47To5440,
+            exact: true,
+            dying_hold_ids: false,
+            mkdir_errno_when_full: Errno::ENOMEM,
+            mkdir_errno_alternatives: vec![Errno::ENOSPC],
+            kmem_opt_in: false,
+            nokmem_supported: true,
+            has_nr_dying_descendants: true,
+            slab_memcg_sysfs_opt_in: true,
+            slab_naming: SlabNaming::CgroupSubdir,
+            count_v1: DyingCountMethod::ProcCgroupsMinusLive,
+            count_v2: DyingCountMethod::NrDyingDescendants,
+            count_v2_subsys: DyingCountMethod::NrDyingSubsysMemory,
+        });
         assert!(e.notes.iter().any(|n| n.contains("ENOMEM") && n.contains("ENOSPC")));
-        assert!(!e.kmem_opt_in);
-        assert!(e.nokmem_supported);
-        assert!(e.has_nr_dying_descendants);
-        assert!(e.slab_memcg_sysfs_opt_in);
-        assert_eq!(e.slab_naming, SlabNaming::CgroupSubdir);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
-        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
-        assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory);
     }
 
     // ---- 5.x ----
 
     #[test]
     fn ubuntu_5_4_0_150_is_past_5_4_41() {
-        let e = era("5.4.0-150-generic");
-        assert_eq!(e.id, EraId::Linux5441To611);
-        assert!(e.exact);
-        assert!(!e.dying_hold_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
-        assert!(e.mkdir_errno_alternatives.is_empty());
+        let e = assert_era("5.4.0-150-generic", expect! {
+            id: EraId::Linux5441To611,
+            exact: true,
+            dying_hold_ids: false,
+            mkdir_errno_when_full: Errno::ENOSPC,
+            mkdir_errno_alternatives: vec![],
+            kmem_opt_in: false,
+            nokmem_supported: true,
+            kmem_limit_write: KmemLimitWrite::SetsLimit,
+            kmem_limit_write_warns: true,
+            has_memory_reclaim: false,
+            slab_naming: SlabNaming::CgroupSubdir,
+            move_charge: MoveCharge::Works,
+            count_v2: DyingCountMethod::NrDyingDescendants,
+        });
         assert!(e.notes.iter().any(|n| n.contains("ABI number")), "{:?}", e.notes);
-        assert!(!e.kmem_opt_in);
-        assert!(e.nokmem_supported);
-        assert_eq!(e.kmem_limit_write, KmemLimitWrite::SetsLimit);
-        assert!(e.kmem_limit_write_warns);
-        assert!(!e.has_memory_reclaim);
-        assert_eq!(e.slab_naming, SlabNaming::CgroupSubdir);
-        assert_eq!(e.move_charge, MoveCharge::Works);
-        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
     }
 
     #[test]
     fn linux_5_4_boundary() {
-        assert_eq!(era("5.4.40").id, EraId::Linux47To5440);
-        assert_eq!(era("5.4.40").mkdir_errno_when_full, Errno::ENOMEM);
-        assert!(era("5.4.40").exact);
-        assert_eq!(era("5.4.41").id, EraId::Linux5441To611);
-        assert_eq!(era("5.4.41").mkdir_errno_when_full, Errno::ENOSPC);
-        assert_eq!(era("5.4.0").id, EraId::Linux47To5440);
-        assert!(era("5.4.0").exact);
-        assert_eq!(era("5.4.0-26-generic").id, EraId::Linux47To5440);
-        assert!(era("5.4.0-26-generic").exact);
-        let mid = era("5.4.0-42-generic");
-        assert!(!mid.exact);
-        assert!(mid.mkdir_errno_possible(Errno::ENOMEM) && mid.mkdir_errno_possible(Errno::ENOSPC));
+        assert_era("5.4.40", expect! { id: EraId::Linux47To5440, mkdir_errno_when_full: Errno::ENOMEM, exact: true });
+        assert_era("5.4.41", expect! { id: EraId::Linux5441To611, mkdir_errno_when_full: Errno::ENOSPC });
+        assert_era("5.4.0", expect! { id: EraId::Linux47To5440, exact: true });
+        assert_era("5.4.0-26-generic", expect! { id: EraId::Linux47To5440, exact: true });
+        assert_era("5.4.0-42-generic", expect! { exact: false, errno_possible: vec![Errno::ENOMEM, Errno::ENOSPC] });
     }
 
     #[test]
     fn bare_5_4_is_not_exact() {
-        let e = era("5.4");
-        assert_eq!(e.id, EraId::Linux47To5440);
-        assert!(!e.exact);
-        assert!(!e.dying_hold_ids, "both sides of 5.4.41 release IDs");
-        assert!(e.mkdir_errno_possible(Errno::ENOMEM) && e.mkdir_errno_possible(Errno::ENOSPC));
+        let e = assert_era("5.4", expect! {
+            id: EraId::Linux47To5440,
+            exact: false,
+            // Both sides of 5.4.41 release IDs.
+            dying_hold_ids: false,
+            errno_possible: vec![Errno::ENOMEM, Errno::ENOSPC],
+        });
         assert!(e.notes.iter().any(|n| n.contains("5.4.41")));
     }
 
     #[test]
     fn linux_5_5_and_5_6() {
-        let e = era("5.5.19");
-        assert_eq!(e.id, EraId::Linux47To5440);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOMEM);
-        assert!(e.exact);
-        assert_eq!(era("5.6.12").mkdir_errno_when_full, Errno::ENOMEM);
-        assert_eq!(era("5.6.13").id, EraId::Linux5441To611);
-        assert_eq!(era("5.6.13").mkdir_errno_when_full, Errno::ENOSPC);
-        let bpo = era("5.6.0-0.bpo.2-amd64");
-        assert!(!bpo.exact);
-        assert!(bpo.mkdir_errno_possible(Errno::ENOSPC) && bpo.mkdir_errno_possible(Errno::ENOMEM));
-        assert_eq!(era("5.7.1").id, EraId::Linux5441To611);
+        assert_era("5.5.19", expect! { id: EraId::Linux47To5440, mkdir_errno_when_full: Errno::ENOMEM, exact: true });
+        assert_era("5.6.12", expect! { mkdir_errno_when_full: Errno::ENOMEM });
+        assert_era("5.6.13", expect! { id: EraId::Linux5441To611, mkdir_errno_when_full: Errno::ENOSPC });
+        assert_era("5.6.0-0.bpo.2-amd64", expect! { exact: false, errno_possible: vec![Errno::ENOSPC, Errno::ENOMEM] });
+        assert_era("5.7.1", expect! { id: EraId::Linux5441To611 });
     }
 
     #[test]
     fn debian_5_10_every_field() {
-        let e = era("5.10.0-28-amd64");
-        assert_eq!(e.id, EraId::Linux5441To611);
-        assert!(e.exact);
-        assert!(!e.dying_hold_ids);
-        assert!(e.swap_pins_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
-        assert!(e.mkdir_errno_alternatives.is_empty());
-        assert!(!e.kmem_opt_in);
-        assert!(e.nokmem_supported);
-        assert_eq!(e.move_charge, MoveCharge::Works);
-        assert!(e.proc_cgroups_counts_dying);
-        assert!(e.has_nr_dying_descendants);
-        assert!(!e.has_nr_dying_subsys);
-        assert!(!e.has_memory_reclaim);
-        assert_eq!(e.kmem_limit_write, KmemLimitWrite::SetsLimit);
-        assert!(e.kmem_limit_write_warns);
-        assert_eq!(e.slab_naming, SlabNaming::None);
-        assert!(!e.slab_memcg_sysfs_opt_in);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
-        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
+        assert_era("5.10.0-28-amd64", expect! {
+            id: EraId::Linux5441To611,
+            exact: true,
+            dying_hold_ids: false,
+            swap_pins_ids: true,
+            mkdir_errno_when_full: Errno::ENOSPC,
+            mkdir_errno_alternatives: vec![],
+            kmem_opt_in: false,
+            nokmem_supported: true,
+            move_charge: MoveCharge::Works,
+            proc_cgroups_counts_dying: true,
+            has_nr_dying_descendants: true,
+            has_nr_dying_subsys: false,
+            has_memory_reclaim: false,
+            kmem_limit_write: KmemLimitWrite::SetsLimit,
+            kmem_limit_write_warns: true,
+            slab_naming: SlabNaming::None,
+            slab_memcg_sysfs_opt_in: false,
+            count_v1: DyingCountMethod::ProcCgroupsMinusLive,
+            count_v2: DyingCountMethod::NrDyingDescendants,
+        });
     }
 
     #[test]
     fn kmem_limit_write_by_version() {
-        assert_eq!(era("5.15.100").kmem_limit_write, KmemLimitWrite::SetsLimit);
-        assert_eq!(era("5.16.1").kmem_limit_write, KmemLimitWrite::Rejected);
-        assert!(!era("5.16.1").kmem_limit_write_warns);
-        assert_eq!(era("6.0.19").kmem_limit_write, KmemLimitWrite::Rejected);
-        assert_eq!(era("6.1.0-56-cloud-amd64").kmem_limit_write, KmemLimitWrite::NoOpWarns);
-        assert!(era("6.1.0-56-cloud-amd64").kmem_limit_write_warns);
-        assert!(!era("5.3.18").kmem_limit_write_warns);
-        assert!(era("5.4.41").kmem_limit_write_warns);
+        assert_era("5.15.100", expect! { kmem_limit_write: KmemLimitWrite::SetsLimit });
+        assert_era("5.16.1", expect! { kmem_limit_write: KmemLimitWrite::Rejected, kmem_limit_write_warns: false });
+        assert_era("6.0.19", expect! { kmem_limit_write: KmemLimitWrite::Rejected });
+        assert_era("6.1.0-56-cloud-amd64", expect! { kmem_limit_write: KmemLimitWrite::NoOpWarns, kmem_limit_write_warns: true });
+        assert_era("5.3.18", expect! { kmem_limit_write_warns: false });
+        assert_era("5.4.41", expect! { kmem_limit_write_warns: true });
     }
 
     #[test]
     fn memory_reclaim_from_5_19() {
-        assert!(!era("5.18.19").has_memory_reclaim);
-        assert!(era("5.19.0").has_memory_reclaim);
+        assert_era("5.18.19", expect! { has_memory_reclaim: false });
+        assert_era("5.19.0", expect! { has_memory_reclaim: true });
     }
 
     // ---- 6.x and later ----
 
     #[test]
     fn debian_6_1_every_field() {
-        let e = era("6.1.0-56-cloud-amd64");
-        assert_eq!(e.release.distro, Distro::Debian);
-        assert_eq!(e.id, EraId::Linux5441To611);
-        assert!(e.exact);
-        assert!(!e.dying_hold_ids);
-        assert!(e.swap_pins_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::ENOSPC);
-        assert!(!e.kmem_opt_in);
-        assert!(e.nokmem_supported);
-        assert_eq!(e.move_charge, MoveCharge::Deprecated, "stable backport of the 6.3 warning (measured)");
-        assert!(e.proc_cgroups_counts_dying);
-        assert!(e.has_nr_dying_descendants);
-        assert!(!e.has_nr_dying_subsys);
-        assert!(e.has_memory_reclaim);
-        assert_eq!(e.slab_naming, SlabNaming::None);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
-        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
-        // A backported key is trusted over the release string.
-        assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory);
+        assert_era("6.1.0-56-cloud-amd64", expect! {
+            distro: Distro::Debian,
+            id: EraId::Linux5441To611,
+            exact: true,
+            dying_hold_ids: false,
+            swap_pins_ids: true,
+            mkdir_errno_when_full: Errno::ENOSPC,
+            kmem_opt_in: false,
+            nokmem_supported: true,
+            // The stable backport of the 6.3 warning (measured).
+            move_charge: MoveCharge::Deprecated,
+            proc_cgroups_counts_dying: true,
+            has_nr_dying_descendants: true,
+            has_nr_dying_subsys: false,
+            has_memory_reclaim: true,
+            slab_naming: SlabNaming::None,
+            count_v1: DyingCountMethod::ProcCgroupsMinusLive,
+            count_v2: DyingCountMethod::NrDyingDescendants,
+            // A backported key is trusted over the release string.
+            count_v2_subsys: DyingCountMethod::NrDyingSubsysMemory,
+        });
     }
 
     #[test]
     fn move_charge_by_version() {
-        // Measured in a Debian 6.1.0-56 guest: the stable backport of the warning (cargo xtask vmtest).
-        assert_eq!(era("6.1.0-56-cloud-amd64").move_charge, MoveCharge::Deprecated);
-        assert_eq!(era("6.1.15").move_charge, MoveCharge::Works);
-        assert_eq!(era("6.1.16").move_charge, MoveCharge::Deprecated);
-        assert_eq!(era("6.1.0-6-cloud-amd64").move_charge, MoveCharge::Works);
-        assert_eq!(era("5.15.98").move_charge, MoveCharge::Works);
-        assert_eq!(era("5.15.99").move_charge, MoveCharge::Deprecated);
-        assert_eq!(era("5.10.173").move_charge, MoveCharge::Deprecated);
-        assert_eq!(era("6.2.16").move_charge, MoveCharge::Works);
-        assert_eq!(era("6.3.0").move_charge, MoveCharge::Deprecated);
-        assert_eq!(era("6.6.30").move_charge, MoveCharge::Deprecated);
-        assert_eq!(era("6.12.117+deb12-cloud-amd64").move_charge, MoveCharge::Deprecated);
-        assert_eq!(era("6.13.1").move_charge, MoveCharge::Einval);
-        assert_eq!(era("6.18.44-fc-v669").move_charge, MoveCharge::Einval);
+        for (release, move_charge) in [
+            // Measured in a Debian 6.1.0-56 guest: the stable backport of the warning (cargo xtask vmtest).
+            ("6.1.0-56-cloud-amd64", MoveCharge::Deprecated),
+            ("6.1.15", MoveCharge::Works),
+            ("6.1.16", MoveCharge::Deprecated),
+            ("6.1.0-6-cloud-amd64", MoveCharge::Works),
+            ("5.15.98", MoveCharge::Works),
+            ("5.15.99", MoveCharge::Deprecated),
+            ("5.10.173", MoveCharge::Deprecated),
+            ("6.2.16", MoveCharge::Works),
+            ("6.3.0", MoveCharge::Deprecated),
+            ("6.6.30", MoveCharge::Deprecated),
+            ("6.12.117+deb12-cloud-amd64", MoveCharge::Deprecated),
+            ("6.13.1", MoveCharge::Einval),
+            ("6.18.44-fc-v669", MoveCharge::Einval),
+        ] {
+            assert_era(release, expect! { move_charge: move_charge });
+        }
     }
 
     #[test]
     fn debian_6_12_every_field() {
-        let e = era("6.12.117+deb12-cloud-amd64");
-        assert_eq!(e.release.distro, Distro::Debian);
-        assert_eq!(e.id, EraId::Linux612Plus);
-        assert!(e.exact);
-        assert!(!e.dying_hold_ids);
-        assert!(e.swap_pins_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::EBUSY);
-        assert!(e.mkdir_errno_alternatives.is_empty());
-        assert!(!e.kmem_opt_in);
-        assert!(e.nokmem_supported);
-        assert_eq!(e.move_charge, MoveCharge::Deprecated);
-        assert!(e.proc_cgroups_counts_dying);
-        assert!(e.has_nr_dying_descendants);
-        assert!(e.has_nr_dying_subsys);
-        assert!(e.has_memory_reclaim);
-        assert_eq!(e.kmem_limit_write, KmemLimitWrite::NoOpWarns);
-        assert_eq!(e.slab_naming, SlabNaming::None);
-        assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory);
-        // Key absent (file unreadable, kernel without it): fall back.
-        assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NrDyingDescendants);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
+        assert_era("6.12.117+deb12-cloud-amd64", expect! {
+            distro: Distro::Debian,
+            id: EraId::Linux612Plus,
+            exact: true,
+            dying_hold_ids: false,
+            swap_pins_ids: true,
+            mkdir_errno_when_full: Errno::EBUSY,
+            mkdir_errno_alternatives: vec![],
+            kmem_opt_in: false,
+            nokmem_supported: true,
+            move_charge: MoveCharge::Deprecated,
+            proc_cgroups_counts_dying: true,
+            has_nr_dying_descendants: true,
+            has_nr_dying_subsys: true,
+            has_memory_reclaim: true,
+            kmem_limit_write: KmemLimitWrite::NoOpWarns,
+            slab_naming: SlabNaming::None,
+            count_v2_subsys: DyingCountMethod::NrDyingSubsysMemory,
+            // Key absent (file unreadable, kernel without it): fall back.
+            count_v2: DyingCountMethod::NrDyingDescendants,
+            count_v1: DyingCountMethod::ProcCgroupsMinusLive,
+        });
     }
 
     #[test]
     fn host_6_18_every_field() {
-        let e = era("6.18.44-fc-v669");
-        assert_eq!(e.release.distro, Distro::Other);
-        assert_eq!(e.id, EraId::Linux612Plus);
-        assert!(e.exact, "{:?}", e.notes);
-        assert!(!e.dying_hold_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::EBUSY);
-        assert!(!e.kmem_opt_in);
-        assert!(e.nokmem_supported);
-        assert_eq!(e.move_charge, MoveCharge::Einval);
-        assert!(e.proc_cgroups_counts_dying);
-        assert!(e.has_nr_dying_subsys);
-        assert!(e.has_memory_reclaim);
-        assert_eq!(e.kmem_limit_write, KmemLimitWrite::NoOpWarns);
-        assert!(e.kmem_limit_write_warns);
-        assert_eq!(e.slab_naming, SlabNaming::None);
-        assert_eq!(e.dying_count_method(false, false), DyingCountMethod::ProcCgroupsMinusLive);
-        assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory);
+        assert_era("6.18.44-fc-v669", expect! {
+            distro: Distro::Other,
+            id: EraId::Linux612Plus,
+            exact: true,
+            dying_hold_ids: false,
+            mkdir_errno_when_full: Errno::EBUSY,
+            kmem_opt_in: false,
+            nokmem_supported: true,
+            move_charge: MoveCharge::Einval,
+            proc_cgroups_counts_dying: true,
+            has_nr_dying_subsys: true,
+            has_memory_reclaim: true,
+            kmem_limit_write: KmemLimitWrite::NoOpWarns,
+            kmem_limit_write_warns: true,
+            slab_naming: SlabNaming::None,
+            count_v1: DyingCountMethod::ProcCgroupsMinusLive,
+            count_v2_subsys: DyingCountMethod::NrDyingSubsysMemory,
+        });
     }
 
     #[test]
     fn future_7_2_is_6_12_plus_not_exact() {
-        let e = era("7.2.0");
-        assert_eq!(e.id, EraId::Linux612Plus);
-        assert!(!e.exact);
-        assert!(!e.dying_hold_ids);
-        assert_eq!(e.mkdir_errno_when_full, Errno::EBUSY);
-        assert_eq!(e.move_charge, MoveCharge::Einval);
+        let e = assert_era("7.2.0", expect! {
+            id: EraId::Linux612Plus,
+            exact: false,
+            dying_hold_ids: false,
+            mkdir_errno_when_full: Errno::EBUSY,
+            move_charge: MoveCharge::Einval,
+        });
         assert!(e.notes.iter().any(|n| n.contains("newer than 6.18")), "{:?}", e.notes);
-        assert!(!era("6.19.1").exact);
+        assert_era("6.19.1", expect! { exact: false });
     }
 
     // ---- garbage ----
@@ -1476,27 +1571,26 @@ mod tests {
     #[test]
     fn garbage_gets_the_safe_answer() {
         for s in ["garbage", "", "6", "   "] {
-            let e = era(s);
-            assert!(!e.exact, "{s:?}");
-            assert!(e.dying_hold_ids, "{s:?}");
-            assert!(e.swap_pins_ids, "{s:?}");
-            assert_eq!(e.id, EraId::Linux612Plus, "{s:?}");
-            assert_eq!(e.mkdir_errno_when_full, Errno::EBUSY, "{s:?}");
-            for errno in Errno::ALL {
-                assert!(e.mkdir_errno_possible(errno), "{s:?} {errno:?}");
-            }
+            let e = assert_era(s, expect! {
+                exact: false,
+                dying_hold_ids: true,
+                swap_pins_ids: true,
+                id: EraId::Linux612Plus,
+                mkdir_errno_when_full: Errno::EBUSY,
+                errno_possible: Errno::ALL.to_vec(),
+                proc_cgroups_counts_dying: false,
+                nokmem_supported: false,
+                move_charge: MoveCharge::Einval,
+                count_v1: DyingCountMethod::NotCountable,
+                count_v2: DyingCountMethod::NotCountable,
+                // The file itself is still trusted when it is there.
+                count_v2_subsys: DyingCountMethod::NrDyingSubsysMemory,
+            });
             let joined = e.notes.join(" ");
             for name in ["ENOSPC", "ENOMEM", "EBUSY"] {
                 assert!(joined.contains(name), "{s:?}: {joined}");
             }
             assert!(joined.contains("kernel release"), "{joined}");
-            assert!(!e.proc_cgroups_counts_dying);
-            assert!(!e.nokmem_supported);
-            assert_eq!(e.move_charge, MoveCharge::Einval);
-            assert_eq!(e.dying_count_method(false, false), DyingCountMethod::NotCountable, "{s:?}");
-            assert_eq!(e.dying_count_method(true, false), DyingCountMethod::NotCountable, "{s:?}");
-            // The file itself is still trusted when it is there.
-            assert_eq!(e.dying_count_method(true, true), DyingCountMethod::NrDyingSubsysMemory, "{s:?}");
         }
         assert_eq!(era("garbage").release.raw, "garbage");
     }

@@ -3,5 +3,6 @@
 
 pub mod census;
 pub mod era;
+pub mod incidents;
 pub mod kubepods;
 pub mod verdict;

@@ -11,6 +11,7 @@ use cgleak_readers::versions::{self, Component, DetectedVersion, Version};
 use cgleak_readers::HostPaths;
 
 use crate::census::{Census, Confidence, MEMCG_ID_LIMIT};
+use crate::incidents::{Incident, IncidentKind};
 
 /// Share of the ID space in use above which a node is `at_risk`.
 pub const AT_RISK_FRACTION: f64 = 0.90;
@@ -83,6 +84,28 @@ pub struct NodeFacts {
     pub versions: Vec<DetectedVersion>,
     pub cgroup_driver: Option<CgroupDriverSetting>,
     pub kubelet_pid: Option<u32>,
+    /// Incidents in the node's recent logs, filled by the front end (not by [`NodeFacts::read`]).
+    /// Left out of the JSON when there is nothing to say, as on hosts without logs.
+    #[serde(skip_serializing_if = "LogEvidence::is_empty")]
+    pub logs: LogEvidence,
+}
+
+/// What the node's recent logs show (the incidents of `cgleak logs` in a time window).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LogEvidence {
+    /// Start of the window (RFC 3339): older incidents, and those without a time, are left out.
+    pub since: Option<String>,
+    /// The sources read (`/var/log/syslog`, `journald`, `/dev/kmsg`).
+    pub sources: Vec<String>,
+    pub incidents: Vec<Incident>,
+    /// Sources that could not be read, and why: the check goes on without them.
+    pub notes: Vec<String>,
+}
+
+impl LogEvidence {
+    pub fn is_empty(&self) -> bool {
+        self.incidents.is_empty() && self.notes.is_empty()
+    }
 }
 
 impl NodeFacts {
@@ -94,6 +117,7 @@ impl NodeFacts {
             versions: versions::detect_versions(host),
             cgroup_driver: kubelet::read_cgroup_driver(host),
             kubelet_pid: kubelet::running_kubelet(host).map(|(pid, _)| pid),
+            logs: LogEvidence::default(),
         }
     }
 
@@ -344,7 +368,10 @@ fn findings(c: &Census, node: &NodeFacts) -> Vec<Finding> {
         implies: Verdict::Healthy,
     });
 
-    // 9. Kernel era.
+    // 9. Failed memcg creations and related incidents in the recent logs.
+    log_findings(&mut out, c, &node.logs);
+
+    // 10. Kernel era.
     out.push(Finding {
         id: "kernel_era",
         severity: Severity::Info,
@@ -361,6 +388,71 @@ fn findings(c: &Census, node: &NodeFacts) -> Vec<Finding> {
         implies: Verdict::Healthy,
     });
     out
+}
+
+/// Evidence from incidents: where each was logged and the line, first three.
+fn incident_evidence(incidents: &[&Incident]) -> Vec<Evidence> {
+    incidents.iter().take(3).map(|i| ev(format!("{}:{}", i.source, i.line), &i.raw)).collect()
+}
+
+/// `memcg_create_failures`: mkdir of a memory cgroup failed within the window, so the
+/// node ran out of memcgs whatever the census shows now (it may have recovered since).
+/// `log_incidents`: the kernel's per-memcg slab failures and inotify exhaustion, which
+/// come with leaking cgroups but do not stop pods by themselves.
+fn log_findings(out: &mut Vec<Finding>, c: &Census, logs: &LogEvidence) {
+    let since = logs.since.as_deref().unwrap_or("the window start");
+    let failed: Vec<&Incident> = logs.incidents.iter().filter(|i| i.kind == IncidentKind::MemcgCreateFailed).collect();
+    if !failed.is_empty() {
+        let mut errnos = Vec::new();
+        for e in failed.iter().filter_map(|i| i.errno) {
+            if !errnos.contains(&e) {
+                errnos.push(e);
+            }
+        }
+        let mut pods: Vec<&str> = failed.iter().filter_map(|i| i.pod_uid.as_deref()).collect();
+        pods.sort_unstable();
+        pods.dedup();
+        let era = &c.era;
+        let expected = era.mkdir_errno_when_full.as_str();
+        // Facts §1: each era has its errno; another one points elsewhere.
+        let other_errno = errnos.iter().any(|e| !era.mkdir_errno_possible(*e));
+        out.push(Finding {
+            id: "memcg_create_failures",
+            severity: Severity::Critical,
+            summary: format!(
+                "{} memcg creations failed in the logs since {since} ({}; {} pods): the node ran out of memory cgroups and new pods stay in ContainerCreating{}",
+                failed.len(),
+                if errnos.is_empty() { "errno not printed".to_string() } else { errnos.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ") },
+                pods.len(),
+                if other_errno {
+                    format!(" (era {} returns {expected} when the ID space is full: another errno may be another cause, or another kernel)", era.id.as_str())
+                } else {
+                    String::new()
+                }
+            ),
+            evidence: incident_evidence(&failed),
+            implies: Verdict::Exhausted,
+        });
+    }
+    let other: Vec<&Incident> = logs.incidents.iter().filter(|i| i.kind != IncidentKind::MemcgCreateFailed).collect();
+    if !other.is_empty() {
+        let n = |k: IncidentKind| other.iter().filter(|i| i.kind == k).count();
+        let (slab, inotify) = (n(IncidentKind::SlabAllocFailed), n(IncidentKind::InotifyExhausted));
+        let mut what = Vec::new();
+        if slab > 0 {
+            what.push(format!("{slab} failed allocations from per-memcg slab caches (kernel-memory accounting of leaking cgroups)"));
+        }
+        if inotify > 0 {
+            what.push(format!("{inotify} inotify watch failures on cgroup directories (fs.inotify.max_user_watches: ENOSPC there is not memcg exhaustion)"));
+        }
+        out.push(Finding {
+            id: "log_incidents",
+            severity: Severity::Warning,
+            summary: format!("in the logs since {since}: {}", what.join("; ")),
+            evidence: incident_evidence(&other),
+            implies: Verdict::Healthy,
+        });
+    }
 }
 
 fn dying_file(source: &str, mem_root: &str, cgroups_file: &str) -> String {

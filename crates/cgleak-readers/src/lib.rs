@@ -8,7 +8,10 @@
 pub mod cgroupfs;
 pub mod error;
 pub mod host;
+pub mod kmsg;
 pub mod kubelet;
+pub mod logline;
+pub mod logs;
 pub mod mountinfo;
 pub mod procfs;
 pub mod slab;

@@ -240,6 +240,11 @@ pub enum LabError {
     },
 }
 
+/// A [`LabError::SetUp`]: `what` failed with `source`.
+fn setup(what: String, source: io::Error) -> LabError {
+    LabError::SetUp { what, source }
+}
+
 impl LabError {
     /// EACCES, EPERM or EROFS while setting up: a lack of rights, not a fault (exit 77).
     pub fn is_permission(&self) -> bool {
@@ -302,8 +307,7 @@ fn preflight(opts: &mut LabOptions) -> Result<MemcgCount, LabError> {
         1 => {}
         2 => {
             let f = opts.memory.mount.local.join("cgroup.subtree_control");
-            let text = std::fs::read_to_string(&f)
-                .map_err(|e| LabError::SetUp { what: format!("read {}", f.display()), source: e })?;
+            let text = std::fs::read_to_string(&f).map_err(|e| setup(format!("read {}", f.display()), e))?;
             if !text.split_whitespace().any(|c| c == "memory") {
                 return Err(LabError::MemoryNotDelegated {
                     path: opts.memory.mount.mount_point.join("cgroup.subtree_control"),
@@ -313,8 +317,7 @@ fn preflight(opts: &mut LabOptions) -> Result<MemcgCount, LabError> {
         v => return Err(LabError::UnsupportedVersion(v)),
     }
     for dir in [&opts.state_dir, &opts.data_dir] {
-        let on = rootfs::pseudo_fs(dir)
-            .map_err(|e| LabError::SetUp { what: format!("statfs {}", dir.display()), source: e })?;
+        let on = rootfs::pseudo_fs(dir).map_err(|e| setup(format!("statfs {}", dir.display()), e))?;
         if let Some(fs) = on {
             return Err(LabError::Invalid(format!(
                 "{} is on {fs}: the lab's files go to a disk filesystem",
@@ -322,14 +325,14 @@ fn preflight(opts: &mut LabOptions) -> Result<MemcgCount, LabError> {
             )));
         }
     }
-    if let Some(fs) = rootfs::memory_backed_fs(&opts.data_dir)
-        .map_err(|e| LabError::SetUp { what: format!("statfs {}", opts.data_dir.display()), source: e })?
+    if let Some(fs) =
+        rootfs::memory_backed_fs(&opts.data_dir).map_err(|e| setup(format!("statfs {}", opts.data_dir.display()), e))?
     {
         return Err(LabError::DataOnMemoryFs { path: opts.data_dir.clone(), fs });
     }
     let needed_mib = opts.data_mib_max() + 64; // + the rootfs, bundles and some slack
     let available_mib = rootfs::available_bytes(&opts.data_dir)
-        .map_err(|e| LabError::SetUp { what: format!("statvfs {}", opts.data_dir.display()), source: e })?
+        .map_err(|e| setup(format!("statvfs {}", opts.data_dir.display()), e))?
         >> 20;
     if available_mib < needed_mib {
         return Err(LabError::NoSpace { path: rootfs::nearest_existing(&opts.data_dir), needed_mib, available_mib });
@@ -377,8 +380,13 @@ pub fn run_lab(mut opts: LabOptions, progress: &mut dyn FnMut(LabProgress)) -> R
     node.claim()?;
     node.set_up(&opts.busybox)?;
 
-    let mut lab =
-        Lab { counters: LabCounters::default(), memcgs: MemcgObservations::default(), since_census: 0, last: first };
+    let mut lab = Lab {
+        counters: LabCounters::default(),
+        memcgs: MemcgObservations::default(),
+        containers_created: 0,
+        since_census: 0,
+        last: first,
+    };
     lab.memcgs.observe(&first);
     lab.counters.memcgs_live = Some(first.live);
     lab.counters.memcgs_dying = first.dying;
@@ -387,25 +395,17 @@ pub fn run_lab(mut opts: LabOptions, progress: &mut dyn FnMut(LabProgress)) -> R
     let started = Instant::now();
     let per_pod = budget::memcgs_per_pod(opts.containers_per_pod);
     let mut error: Option<String> = None;
-    let mut containers_created = 0u64;
     let cancelled = |o: &LabOptions| o.cancel.load(Ordering::SeqCst);
     let mut next_census = Instant::now() + opts.census_every;
 
     // The steady state: all pods up before the churn begins.
     while node.pods_live() < opts.pods && !cancelled(&opts) {
-        let r = node.create_pod();
-        lab.counters.pods_created += 1;
-        lab.since_census += per_pod;
-        containers_created += u64::from(opts.containers_per_pod);
-        lab.refresh(&node);
-        progress(LabProgress::Counters(lab.counters.clone()));
-        if let Err(e) = r {
+        if let Err(e) = lab.create_pod(&mut node, per_pod, opts.containers_per_pod, progress) {
             error = Some(e);
             break;
         }
         if Instant::now() >= next_census {
-            lab.census(&mut opts, &mut node);
-            progress(LabProgress::Counters(lab.counters.clone()));
+            lab.census(&mut opts, &mut node, progress);
             next_census = Instant::now() + opts.census_every;
         }
     }
@@ -413,9 +413,8 @@ pub fn run_lab(mut opts: LabOptions, progress: &mut dyn FnMut(LabProgress)) -> R
     let churn_started = Instant::now();
     let churned = error.is_none() && !cancelled(&opts);
     if churned {
-        lab.census(&mut opts, &mut node);
         lab.counters.churning = true;
-        progress(LabProgress::Counters(lab.counters.clone()));
+        lab.census(&mut opts, &mut node, progress);
         next_census = Instant::now() + opts.census_every;
         let deadline = opts.duration.map(|d| churn_started + d);
         let interval = (opts.pods_per_minute > 0).then(|| Duration::from_secs(60) / opts.pods_per_minute);
@@ -429,8 +428,7 @@ pub fn run_lab(mut opts: LabOptions, progress: &mut dyn FnMut(LabProgress)) -> R
                 break;
             }
             if now >= next_census {
-                lab.census(&mut opts, &mut node);
-                progress(LabProgress::Counters(lab.counters.clone()));
+                lab.census(&mut opts, &mut node, progress);
                 next_census = now + opts.census_every;
                 continue;
             }
@@ -454,13 +452,7 @@ pub fn run_lab(mut opts: LabOptions, progress: &mut dyn FnMut(LabProgress)) -> R
                             lab.counters.orphans_made += 1;
                         }
                     }
-                    let r = node.create_pod();
-                    lab.counters.pods_created += 1;
-                    lab.since_census += per_pod;
-                    containers_created += u64::from(opts.containers_per_pod);
-                    lab.refresh(&node);
-                    progress(LabProgress::Counters(lab.counters.clone()));
-                    if let Err(e) = r {
+                    if let Err(e) = lab.create_pod(&mut node, per_pod, opts.containers_per_pod, progress) {
                         error = Some(e);
                         break;
                     }
@@ -481,8 +473,7 @@ pub fn run_lab(mut opts: LabOptions, progress: &mut dyn FnMut(LabProgress)) -> R
     let elapsed_ms = ms(started.elapsed());
     let pods_live_at_end = node.pods_live();
     // The last figures with the lab at its full size; a failed census leaves the earlier ones.
-    lab.census(&mut opts, &mut node);
-    progress(LabProgress::Counters(lab.counters.clone()));
+    lab.census(&mut opts, &mut node, progress);
 
     let teardown_started = Instant::now();
     let teardown = node.tear_down(progress);
@@ -498,7 +489,7 @@ pub fn run_lab(mut opts: LabOptions, progress: &mut dyn FnMut(LabProgress)) -> R
         settings: opts.settings(),
         memory_version: opts.memory.version,
         pods_created: lab.counters.pods_created,
-        containers_created,
+        containers_created: lab.containers_created,
         pods_deleted: lab.counters.pods_deleted,
         churn_rate_per_minute: (churn_rate_per_minute * 10.0).round() / 10.0,
         orphans_made: lab.counters.orphans_made,
@@ -548,6 +539,7 @@ fn settle_after_teardown(opts: &mut LabOptions, m: &mut MemcgObservations) {
 struct Lab {
     counters: LabCounters,
     memcgs: MemcgObservations,
+    containers_created: u64,
     /// Memcgs made since the last census (not in its figures yet).
     since_census: u64,
     last: MemcgCount,
@@ -560,7 +552,25 @@ impl Lab {
         self.counters.orphans_kept = node.orphans_kept();
     }
 
-    fn census(&mut self, opts: &mut LabOptions, node: &mut Node) {
+    /// Create a pod and count it, and its containers, whether they all started or not.
+    fn create_pod(
+        &mut self,
+        node: &mut Node,
+        per_pod: u64,
+        containers_per_pod: u32,
+        progress: &mut dyn FnMut(LabProgress),
+    ) -> Result<(), String> {
+        let r = node.create_pod();
+        self.counters.pods_created += 1;
+        self.since_census += per_pod;
+        self.containers_created += u64::from(containers_per_pod);
+        self.refresh(node);
+        progress(LabProgress::Counters(self.counters.clone()));
+        r
+    }
+
+    /// Count the host's memcgs (a failure becomes a warning) and send the counters.
+    fn census(&mut self, opts: &mut LabOptions, node: &mut Node, progress: &mut dyn FnMut(LabProgress)) {
         match (opts.count_memcgs)() {
             Ok(c) => {
                 self.memcgs.observe(&c);
@@ -577,6 +587,7 @@ impl Lab {
             }
         }
         self.refresh(node);
+        progress(LabProgress::Counters(self.counters.clone()));
     }
 
     /// Memcgs live and dying now, as best known: the last census, what the lab made

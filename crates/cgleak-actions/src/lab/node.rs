@@ -11,28 +11,21 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::Duration;
 
-use rustix::io::Errno;
 use serde::Serialize;
 
 use cgleak_model::kubepods::QosClass;
 
+use crate::cgroup_tree::{remove_cgroup, remove_tree_deepest_first, WhenBusy};
 use super::budget::MAX_ORPHANS_KEPT;
 use super::rootfs::build_busybox_rootfs;
 use super::runtime::{write_bundle, ContainerSpec, Runtime, RuntimeCalls};
-use super::{LabError, LabProgress};
+use super::{setup, LabError, LabProgress};
 
 const MIB: u64 = 1 << 20;
 
 /// Containers deleted at once during teardown.
 const TEARDOWN_BATCH: usize = 8;
-
-/// rmdir of a cgroup that is still busy (a task exiting, the runtime's removal racing
-/// ours) is tried again this often, 20 ms apart.
-const RMDIR_TRIES: u32 = 100;
-const RMDIR_PAUSE: Duration = Duration::from_millis(20);
 
 /// Where the lab keeps its things, as the host names them (the lab runs on `/`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -392,7 +385,7 @@ impl Node {
     fn remove_pod_cgroup(&mut self, rel: &Path) {
         for h in self.s.hierarchies.clone() {
             let p = h.join(rel);
-            if let Err(e) = rmdir_retrying(&p) {
+            if let Err(e) = remove_cgroup(&p) {
                 self.warnings.push(format!("rmdir {}: {e}", p.display()));
             }
         }
@@ -452,10 +445,12 @@ impl Node {
                     continue;
                 }
                 r.hierarchies += 1;
-                let (removed, killed, left) = remove_cgroup_tree(&top);
-                r.cgroups_removed += removed;
-                r.processes_killed += killed;
-                r.leftover.extend(left.into_iter().map(|p| p.display().to_string()));
+                // Only the lab's runtime put tasks below the lab's scratch parent: a cgroup
+                // that stays busy (a container whose delete failed) has them killed.
+                let removal = remove_tree_deepest_first(&top, WhenBusy::KillTasks);
+                r.cgroups_removed += removal.removed;
+                r.processes_killed += removal.killed;
+                r.leftover.extend(removal.leftover.into_iter().map(|(p, _)| p.display().to_string()));
             }
         }
 
@@ -495,10 +490,6 @@ impl Drop for Node {
     }
 }
 
-fn setup(what: String, source: io::Error) -> LabError {
-    LabError::SetUp { what, source }
-}
-
 /// Write to a file that must exist (a cgroup control file); never create one.
 fn write_existing(path: &Path, value: &str) -> io::Result<()> {
     use std::io::Write;
@@ -516,83 +507,6 @@ fn empty_dir(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// rmdir, tried again while EBUSY; a directory already gone counts as removed.
-fn rmdir_retrying(path: &Path) -> io::Result<()> {
-    let mut tries = 0;
-    loop {
-        match fs::remove_dir(path) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) && tries < RMDIR_TRIES => {
-                tries += 1;
-                thread::sleep(RMDIR_PAUSE);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// `dir` and its subdirectories, parents before children; vanished ones are skipped.
-fn cgroup_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if let Ok(rd) = fs::read_dir(&out[i]) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    out.push(e.path());
-                }
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
-/// Pids in `cgroup.procs` of one cgroup.
-fn procs_of(dir: &Path) -> Vec<i32> {
-    fs::read_to_string(dir.join("cgroup.procs"))
-        .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
-/// Remove a cgroup subtree deepest first. A cgroup that stays busy with tasks in it
-/// (a container whose delete failed) has them SIGKILLed: only the lab's runtime put
-/// tasks below the lab's scratch parent. Returns (removed, killed, leftover).
-fn remove_cgroup_tree(top: &Path) -> (u64, u32, Vec<PathBuf>) {
-    let mut dirs = cgroup_dirs(top);
-    dirs.reverse();
-    let (mut removed, mut killed, mut left) = (0u64, 0u32, Vec::new());
-    for d in dirs {
-        let mut tries = 0;
-        loop {
-            match fs::remove_dir(&d) {
-                Ok(()) => {
-                    removed += 1;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) && tries < RMDIR_TRIES => {
-                    tries += 1;
-                    for pid in procs_of(&d) {
-                        if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                            if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok() {
-                                killed += 1;
-                            }
-                        }
-                    }
-                    thread::sleep(RMDIR_PAUSE);
-                }
-                Err(_) => {
-                    left.push(d);
-                    break;
-                }
-            }
-        }
-    }
-    (removed, killed, left)
 }
 
 #[cfg(test)]
@@ -695,22 +609,5 @@ mod tests {
         assert!(n.s.data_dir.join("c").exists());
         assert!(n.release_oldest_data());
         assert!(!n.release_oldest_data());
-    }
-
-    #[test]
-    fn cgroup_tree_removal_is_deepest_first_and_reports_leftovers() {
-        let t = tempfile::tempdir().unwrap();
-        let top = t.path().join("s");
-        fs::create_dir_all(top.join("kubepods/burstable/poda/c1")).unwrap();
-        fs::create_dir_all(top.join("kubepods/podb")).unwrap();
-        let (removed, killed, left) = remove_cgroup_tree(&top);
-        assert_eq!((removed, killed), (6, 0));
-        assert!(left.is_empty() && !top.exists());
-
-        fs::create_dir_all(top.join("x")).unwrap();
-        fs::write(top.join("x/not-a-cgroup-file"), "").unwrap();
-        let (removed, _, left) = remove_cgroup_tree(&top);
-        assert_eq!(removed, 0);
-        assert_eq!(left, vec![top.join("x"), top.clone()]);
     }
 }

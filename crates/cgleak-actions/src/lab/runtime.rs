@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -85,74 +85,79 @@ impl RuntimeCalls<'_> {
         self.runtime.kind.program()
     }
 
-    /// `run -d` each `(bundle, id)`, all at once, and wait for all. The container inherits
-    /// the runtime's stdio, so stdout goes to /dev/null and stderr to `<bundle>/runtime.stderr`
-    /// (a pipe would stay open as long as the container runs).
-    pub fn run_detached(&self, containers: &[(PathBuf, String)]) -> Vec<Result<(), String>> {
-        let started: Vec<Result<Child, String>> = containers
-            .iter()
-            .map(|(bundle, id)| {
-                let stderr = fs::File::create(bundle.join("runtime.stderr"))
-                    .map_err(|e| format!("create {}: {e}", bundle.join("runtime.stderr").display()))?;
-                self.command()
-                    .args(["run", "-d", "--bundle"])
-                    .arg(bundle)
-                    .arg(id)
-                    .stdout(Stdio::null())
-                    .stderr(stderr)
-                    .spawn()
-                    .map_err(|e| format!("cannot start {}: {e}", self.runtime.path.display()))
-            })
-            .collect();
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        started
-            .into_iter()
-            .zip(containers)
-            .map(|(child, (bundle, id))| {
-                let out = wait_output(child?, deadline)?;
-                if out.status.success() {
-                    return Ok(());
-                }
-                let stderr = fs::read_to_string(bundle.join("runtime.stderr")).unwrap_or_default();
-                Err(format!("{} run {id}: {}: {}", self.name(), out.status, last_lines(&stderr)))
-            })
-            .collect()
+    /// Start a runtime call.
+    fn spawn(&self, command: &mut Command) -> Result<Child, String> {
+        command.spawn().map_err(|e| format!("cannot start {}: {e}", self.runtime.path.display()))
     }
 
-    /// `<runtime> <args...> <id> <tail...>` for each id, all at once; waits for all.
-    fn each(&self, args: &[&str], ids: &[String], tail: &[&str]) -> Vec<Result<(), String>> {
-        let started: Vec<Result<Child, String>> = ids
-            .iter()
-            .map(|id| {
-                self.command()
-                    .args(args)
-                    .arg(id)
-                    .args(tail)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map_err(|e| format!("cannot start {}: {e}", self.runtime.path.display()))
-            })
-            .collect();
+    /// `<runtime> <what>: <exit status>: <the end of its stderr>`.
+    fn failure(&self, what: &str, status: ExitStatus, stderr: &str) -> String {
+        format!("{} {what}: {status}: {}", self.name(), last_lines(stderr))
+    }
+
+    /// One call per item, all started at once, then waited for under one deadline;
+    /// `failed` describes a call that exited unsuccessfully.
+    fn all_at_once<T>(
+        &self,
+        items: &[T],
+        start: impl Fn(&T) -> Result<Child, String>,
+        failed: impl Fn(&T, Output) -> String,
+    ) -> Vec<Result<(), String>> {
+        let started: Vec<Result<Child, String>> = items.iter().map(start).collect();
         let deadline = Instant::now() + CALL_TIMEOUT;
         started
             .into_iter()
-            .zip(ids)
-            .map(|(child, id)| {
+            .zip(items)
+            .map(|(child, item)| {
                 let out = wait_output(child?, deadline)?;
                 if out.status.success() {
                     Ok(())
                 } else {
-                    let what = args.join(" ");
-                    Err(format!(
-                        "{} {what} {id}: {}: {}",
-                        self.name(),
-                        out.status,
-                        last_lines(&String::from_utf8_lossy(&out.stderr))
-                    ))
+                    Err(failed(item, out))
                 }
             })
             .collect()
+    }
+
+    /// `run -d` each `(bundle, id)`, all at once, and wait for all. The container inherits
+    /// the runtime's stdio, so stdout goes to /dev/null and stderr to `<bundle>/runtime.stderr`
+    /// (a pipe would stay open as long as the container runs).
+    pub fn run_detached(&self, containers: &[(PathBuf, String)]) -> Vec<Result<(), String>> {
+        self.all_at_once(
+            containers,
+            |(bundle, id)| {
+                let stderr = fs::File::create(bundle.join("runtime.stderr"))
+                    .map_err(|e| format!("create {}: {e}", bundle.join("runtime.stderr").display()))?;
+                self.spawn(
+                    self.command()
+                        .args(["run", "-d", "--bundle"])
+                        .arg(bundle)
+                        .arg(id)
+                        .stdout(Stdio::null())
+                        .stderr(stderr),
+                )
+            },
+            |(bundle, id), out| {
+                let stderr = fs::read_to_string(bundle.join("runtime.stderr")).unwrap_or_default();
+                self.failure(&format!("run {id}"), out.status, &stderr)
+            },
+        )
+    }
+
+    /// `<runtime> <args...> <id> <tail...>` for each id, all at once; waits for all.
+    fn each(&self, args: &[&str], ids: &[String], tail: &[&str]) -> Vec<Result<(), String>> {
+        self.all_at_once(
+            ids,
+            |id| {
+                self.spawn(
+                    self.command().args(args).arg(id).args(tail).stdout(Stdio::null()).stderr(Stdio::piped()),
+                )
+            },
+            |id, out| {
+                let what = args.join(" ");
+                self.failure(&format!("{what} {id}"), out.status, &String::from_utf8_lossy(&out.stderr))
+            },
+        )
     }
 
     /// `delete -f`: SIGKILL the container if it runs, then remove it and its cgroups.
@@ -184,21 +189,10 @@ impl RuntimeCalls<'_> {
     }
 
     fn list_once(&self) -> Result<Vec<String>, String> {
-        let child = self
-            .command()
-            .args(["list", "-q"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.runtime.path.display()))?;
+        let child = self.spawn(self.command().args(["list", "-q"]).stdout(Stdio::piped()).stderr(Stdio::piped()))?;
         let out = wait_output(child, Instant::now() + CALL_TIMEOUT)?;
         if !out.status.success() {
-            return Err(format!(
-                "{} list: {}: {}",
-                self.name(),
-                out.status,
-                last_lines(&String::from_utf8_lossy(&out.stderr))
-            ));
+            return Err(self.failure("list", out.status, &String::from_utf8_lossy(&out.stderr)));
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -4,8 +4,10 @@
 //! parent named `cgleak-test-<pid>-<what>`; [`ScratchCgroup`] removes that name from
 //! every mounted hierarchy (runc creates its cgroup path in all of them), after
 //! killing the processes the test put there, deepest directory first, also when the
-//! test panics. Nothing here reads the code under test: the figures the tests compare
-//! `cgleak` with come from the kernel's files, read independently.
+//! test panics (the removal is cgleak-actions' own, as the lab's teardown uses it).
+//! Nothing here reads the code under test: the figures the tests compare `cgleak`
+//! with come from the kernel's files, read independently (hence a directory walk of
+//! its own, [`cgroup_dirs`]).
 #![allow(dead_code)]
 
 use std::ffi::{CString, OsStr};
@@ -21,6 +23,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use cgleak_actions::cgroup_tree::{remove_tree_deepest_first, WhenBusy};
 
 /// The census is host-wide: tests of one binary that change or count memcgs run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -280,27 +284,10 @@ fn kill_tree(dir: &Path) {
     );
 }
 
-/// rmdir a cgroup subtree deepest first (cgroupfs rmdir takes the control files with it).
+/// rmdir a cgroup subtree deepest first, waiting while an exiting task keeps one busy.
 pub fn remove_tree(dir: &Path) {
-    let mut dirs = cgroup_dirs(dir);
-    dirs.reverse();
-    for d in dirs {
-        let mut tries = 0;
-        loop {
-            match fs::remove_dir(&d) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                // EBUSY while an exiting task still counts as a member.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
-                    tries += 1;
-                    sleep(Duration::from_millis(20));
-                }
-                Err(e) => {
-                    eprintln!("cleanup: rmdir {}: {e}", d.display());
-                    break;
-                }
-            }
-        }
+    for (d, e) in remove_tree_deepest_first(dir, WhenBusy::Wait).leftover {
+        eprintln!("cleanup: rmdir {}: {e}", d.display());
     }
 }
 

@@ -1,0 +1,88 @@
+//! What the commands that change the host (probe, lab) share: their preconditions (a
+//! memory controller, root), the cancel flag set by signals, and how their report is printed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use cgleak_readers::mountinfo::{CgroupLayout, MemoryHierarchy};
+use cgleak_readers::HostPaths;
+
+use crate::exit::Failure;
+use crate::OutputFormat;
+
+/// The memory hierarchy of `layout`, or a failure saying none was found.
+pub fn memory_hierarchy(host: &HostPaths, layout: &CgroupLayout) -> Result<MemoryHierarchy, Failure> {
+    layout.memory_checked()?.ok_or_else(|| {
+        Failure::runtime(format!(
+            "no memory cgroup controller found in {} (neither a v1 memory hierarchy nor memory in the cgroup2 root's cgroup.controllers)",
+            host.host("/proc/self/mountinfo").display()
+        ))
+    })
+}
+
+/// Refuses to go on unless running as root; `why` says what needs it ("... must run as root").
+pub fn require_root(why: impl FnOnce() -> String) -> Result<(), Failure> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(Failure::not_permitted(format!("{} (euid is {euid})", why())));
+    }
+    Ok(())
+}
+
+/// A flag that each of `signals` sets, so the command can clean up before it stops.
+pub fn cancel_on(signals: &[i32]) -> Result<Arc<AtomicBool>, Failure> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    for &signal in signals {
+        signal_hook::flag::register(signal, Arc::clone(&cancel))
+            .map_err(|e| Failure::runtime(format!("cannot install a handler for signal {signal}: {e}")))?;
+    }
+    Ok(cancel)
+}
+
+/// Watches the cancel flag for a progress display, which says "stopping" once.
+pub struct CancelWatch<'a> {
+    cancel: &'a AtomicBool,
+    told: bool,
+}
+
+impl<'a> CancelWatch<'a> {
+    pub fn new(cancel: &'a AtomicBool) -> Self {
+        CancelWatch { cancel, told: false }
+    }
+
+    /// True the first time it is called after the flag was set, false ever after.
+    pub fn newly_cancelled(&mut self) -> bool {
+        if !self.told && self.cancel.load(Ordering::Relaxed) {
+            self.told = true;
+            return true;
+        }
+        false
+    }
+}
+
+/// Prints the report on stdout: pretty JSON, or the table `render` makes.
+pub fn print_report<R: Serialize>(output: OutputFormat, report: &R, render: impl FnOnce(&R) -> String) -> Result<(), Failure> {
+    match output {
+        OutputFormat::Json => {
+            let text = serde_json::to_string_pretty(report)
+                .map_err(|e| Failure::runtime(format!("cannot encode the report as JSON: {e}")))?;
+            println!("{text}");
+        }
+        OutputFormat::Table => print!("{}", render(report)),
+    }
+    Ok(())
+}
+
+/// `label: text` lines with every text in one column; an empty label continues the line above.
+pub fn aligned_lines(lines: &[(&str, String)]) -> String {
+    let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
+    let mut out = String::new();
+    for (label, text) in lines {
+        let label = if label.is_empty() { String::new() } else { format!("{label}:") };
+        out.push_str(&format!("{label:<width$}  {text}\n"));
+    }
+    out
+}

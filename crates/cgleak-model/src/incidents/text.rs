@@ -1,0 +1,518 @@
+//! Byte-level reading of a log line's envelope: the syslog / journald / rsyslog prefix
+//! (time, host, tag), the time forms inside the message (klog, RFC 3339, logfmt, JSON,
+//! kernel `[seconds]`, `dmesg -T`), and time keys for ordering.
+//!
+//! Everything here works on `&[u8]` and never panics on any input: every index is
+//! bounds-checked, and nothing assumes UTF-8.
+
+use memchr::memmem;
+
+const MONTHS: [&[u8; 3]; 12] =
+    [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+
+/// The envelope of one line: what came before the program's own message.
+#[derive(Debug, Default)]
+pub(crate) struct Envelope<'a> {
+    /// Time of the syslog-style prefix, already formatted (RFC 3339, or without zone for syslog).
+    pub prefix_time: Option<PrefixTime<'a>>,
+    pub host: Option<&'a [u8]>,
+    /// Syslog tag without "[pid]" and ":" ("kubelet", "kernel", "dockerd").
+    pub tag: Option<&'a [u8]>,
+    /// The program's message (the whole line when there is no prefix).
+    pub msg: &'a [u8],
+}
+
+/// A time read from the line's prefix, formatted only when an incident is built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PrefixTime<'a> {
+    /// `Dec 22 08:00:00[.ffffff]`: month index, day, `HH:MM:SS`, fraction (with its dot).
+    Syslog { month: u8, day: u8, hms: &'a [u8], frac: &'a [u8] },
+    /// An RFC 3339 time at the very start of the line (rsyslog, `journalctl -o short-iso`, CRI logs).
+    Rfc3339(&'a [u8]),
+}
+
+impl PrefixTime<'_> {
+    pub fn format(&self, year: i32) -> Option<String> {
+        match *self {
+            PrefixTime::Syslog { month, day, hms, frac } => Some(format!(
+                "{year:04}-{:02}-{day:02}T{}{}",
+                month + 1,
+                String::from_utf8_lossy(hms),
+                String::from_utf8_lossy(frac)
+            )),
+            PrefixTime::Rfc3339(b) => rfc3339_at(b, 0).map(|(s, _)| s),
+        }
+    }
+}
+
+pub(crate) fn is_digit(b: u8) -> bool {
+    b.is_ascii_digit()
+}
+
+fn digits(t: &[u8], at: usize, n: usize) -> Option<u32> {
+    let s = t.get(at..at.checked_add(n)?)?;
+    let mut v: u32 = 0;
+    for &c in s {
+        if !is_digit(c) {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+/// `HH:MM:SS` at `at`.
+fn hms_at(t: &[u8], at: usize) -> bool {
+    digits(t, at, 2).is_some_and(|h| h < 24)
+        && t.get(at + 2) == Some(&b':')
+        && digits(t, at + 3, 2).is_some_and(|m| m < 60)
+        && t.get(at + 5) == Some(&b':')
+        && digits(t, at + 6, 2).is_some_and(|s| s < 61)
+}
+
+/// Length of a run of digits starting at `at`.
+fn digit_run(t: &[u8], at: usize) -> usize {
+    t.get(at..).map_or(0, |s| s.iter().take_while(|c| is_digit(**c)).count())
+}
+
+/// `Mon DD HH:MM:SS[.frac]` at the start of `t`: the time and the bytes consumed.
+fn syslog_time(t: &[u8]) -> Option<(PrefixTime<'_>, usize)> {
+    let m = t.get(..3)?;
+    let month = MONTHS.iter().position(|x| &x[..] == m)? as u8;
+    if t.get(3) != Some(&b' ') {
+        return None;
+    }
+    // Day: "22" or " 2" (space-padded) or "2".
+    let mut i = 4;
+    if t.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    let dlen = digit_run(t, i);
+    if dlen == 0 || dlen > 2 {
+        return None;
+    }
+    let day = digits(t, i, dlen)? as u8;
+    if !(1..=31).contains(&day) {
+        return None;
+    }
+    i += dlen;
+    if t.get(i) != Some(&b' ') {
+        return None;
+    }
+    i += 1;
+    if !hms_at(t, i) {
+        return None;
+    }
+    let hms = &t[i..i + 8];
+    i += 8;
+    let mut frac: &[u8] = &[];
+    if t.get(i) == Some(&b'.') {
+        let n = digit_run(t, i + 1);
+        if n > 0 {
+            frac = &t[i..i + 1 + n];
+            i += 1 + n;
+        }
+    }
+    Some((PrefixTime::Syslog { month, day, hms, frac }, i))
+}
+
+/// An RFC 3339 / ISO 8601 time at `at`: `YYYY-MM-DD[T ]HH:MM:SS[.,frac][Z|±HH[:]MM]`.
+/// Returns it normalized (`T`, `.`, `±HH:MM`) and the bytes consumed.
+pub(crate) fn rfc3339_at(t: &[u8], at: usize) -> Option<(String, usize)> {
+    let y = digits(t, at, 4)?;
+    if t.get(at + 4) != Some(&b'-') || t.get(at + 7) != Some(&b'-') {
+        return None;
+    }
+    let mo = digits(t, at + 5, 2)?;
+    let d = digits(t, at + 8, 2)?;
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    if !matches!(t.get(at + 10), Some(b'T') | Some(b't') | Some(b' ')) || !hms_at(t, at + 11) {
+        return None;
+    }
+    let mut out = format!("{y:04}-{mo:02}-{d:02}T{}", String::from_utf8_lossy(&t[at + 11..at + 19]));
+    let mut i = at + 19;
+    if matches!(t.get(i), Some(b'.') | Some(b',')) {
+        let n = digit_run(t, i + 1);
+        if n > 0 {
+            out.push('.');
+            out.push_str(&String::from_utf8_lossy(&t[i + 1..i + 1 + n]));
+            i += 1 + n;
+        }
+    }
+    match t.get(i) {
+        Some(b'Z') | Some(b'z') => {
+            out.push('Z');
+            i += 1;
+        }
+        Some(&sign @ (b'+' | b'-')) => {
+            if let Some(hh) = digits(t, i + 1, 2) {
+                let (mm, used) =
+                    if t.get(i + 3) == Some(&b':') { (digits(t, i + 4, 2), 6) } else { (digits(t, i + 3, 2), 5) };
+                if let Some(mm) = mm {
+                    out.push_str(&format!("{}{hh:02}:{mm:02}", sign as char));
+                    i += used;
+                }
+            }
+        }
+        _ => {}
+    }
+    Some((out, i - at))
+}
+
+/// A syslog tag token: `kubelet:`, `kubelet[123]:`, `kernel:`, `[40982]:`. Returns the name.
+fn tag_name(tok: &[u8]) -> Option<&[u8]> {
+    let body = tok.strip_suffix(b":")?;
+    if body.is_empty() || body.len() > 96 {
+        return None;
+    }
+    let name = match memchr::memchr(b'[', body) {
+        Some(i) if body.last() == Some(&b']') && body[i + 1..body.len() - 1].iter().all(|c| is_digit(*c)) => &body[..i],
+        Some(_) => return None,
+        None => body,
+    };
+    name.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/' | b'@')).then_some(name)
+}
+
+fn next_token(t: &[u8], at: usize) -> (&[u8], usize) {
+    let rest = t.get(at..).unwrap_or(&[]);
+    let n = rest.iter().position(|c| *c == b' ' || *c == b'\t').unwrap_or(rest.len());
+    (&rest[..n], at + n)
+}
+
+/// Split `text` into its envelope. Lines without a known prefix are all message.
+pub(crate) fn envelope(text: &[u8]) -> Envelope<'_> {
+    let (prefix_time, mut i) = if let Some((pt, n)) = syslog_time(text) {
+        (pt, n)
+    } else if let Some((_, n)) = rfc3339_at(text, 0) {
+        (PrefixTime::Rfc3339(&text[..n]), n)
+    } else {
+        return Envelope { msg: text, ..Envelope::default() };
+    };
+    let mut env = Envelope { prefix_time: Some(prefix_time), msg: &[], ..Envelope::default() };
+    if text.get(i) != Some(&b' ') {
+        env.msg = text.get(i..).unwrap_or(&[]);
+        return env;
+    }
+    i += 1;
+    // Two spaces after the time: the host field is empty ("Oct 26 19:07:41  kubelet[1606]:").
+    let empty_host = text.get(i) == Some(&b' ');
+    while text.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    let (tok1, end1) = next_token(text, i);
+    if let Some(name) = tag_name(tok1) {
+        env.tag = Some(name);
+        env.msg = skip_one_space(text, end1);
+        return env;
+    }
+    if empty_host {
+        env.msg = text.get(i..).unwrap_or(&[]);
+        return env;
+    }
+    // CRI container log: "<time> stderr F <msg>".
+    if tok1 == b"stdout" || tok1 == b"stderr" {
+        let (tok2, end2) = next_token(text, end1 + 1);
+        env.msg = if tok2 == b"F" || tok2 == b"P" { skip_one_space(text, end2) } else { skip_one_space(text, end1) };
+        return env;
+    }
+    let (tok2, end2) = next_token(text, end1 + 1);
+    if !tok1.is_empty() && tok1.len() <= 255 {
+        if let Some(name) = tag_name(tok2) {
+            env.host = Some(tok1);
+            env.tag = Some(name);
+            env.msg = skip_one_space(text, end2);
+            return env;
+        }
+    }
+    env.msg = text.get(i..).unwrap_or(&[]);
+    env
+}
+
+fn skip_one_space(t: &[u8], at: usize) -> &[u8] {
+    let at = if t.get(at) == Some(&b' ') { at + 1 } else { at };
+    t.get(at..).unwrap_or(&[])
+}
+
+/// klog header `E1222 08:00:00.498519` at `at`: formatted with `year`.
+fn klog_at(t: &[u8], at: usize, year: i32) -> Option<String> {
+    if !matches!(t.get(at), Some(b'I' | b'W' | b'E' | b'F')) {
+        return None;
+    }
+    let mo = digits(t, at + 1, 2)?;
+    let d = digits(t, at + 3, 2)?;
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || t.get(at + 5) != Some(&b' ') || !hms_at(t, at + 6) {
+        return None;
+    }
+    let mut s = format!("{year:04}-{mo:02}-{d:02}T{}", String::from_utf8_lossy(&t[at + 6..at + 14]));
+    if t.get(at + 14) == Some(&b'.') {
+        let n = digit_run(t, at + 15);
+        if n > 0 {
+            s.push_str(&String::from_utf8_lossy(&t[at + 14..at + 15 + n]));
+        }
+    }
+    Some(s)
+}
+
+/// Where a klog header starts in `msg`: at its start, or (grep output, wrappers) after
+/// `:`, a space or a quote within the first 256 bytes.
+pub(crate) fn klog_pos(msg: &[u8]) -> Option<usize> {
+    if klog_at(msg, 0, 0).is_some() {
+        return Some(0);
+    }
+    let end = msg.len().min(256);
+    (1..end).find(|&i| matches!(msg[i - 1], b':' | b' ' | b'"') && klog_at(msg, i, 0).is_some())
+}
+
+pub(crate) fn klog_time(msg: &[u8], year: i32) -> Option<String> {
+    klog_pos(msg).and_then(|i| klog_at(msg, i, year))
+}
+
+/// Kernel `[  12345.678901]` at the start of `msg`: (seconds as printed, bytes consumed).
+pub(crate) fn kernel_secs(msg: &[u8]) -> Option<(&[u8], usize)> {
+    if msg.first() != Some(&b'[') {
+        return None;
+    }
+    let mut i = 1;
+    while msg.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    let start = i;
+    let n = digit_run(msg, i);
+    if n == 0 {
+        return None;
+    }
+    i += n;
+    if msg.get(i) != Some(&b'.') {
+        return None;
+    }
+    let f = digit_run(msg, i + 1);
+    if f == 0 {
+        return None;
+    }
+    i += 1 + f;
+    if msg.get(i) != Some(&b']') {
+        return None;
+    }
+    Some((&msg[start..i], i + 1))
+}
+
+/// `dmesg -T` prefix `[Thu Dec 12 10:00:00 2019]`.
+fn dmesg_t(msg: &[u8]) -> Option<String> {
+    if msg.first() != Some(&b'[') || msg.get(4) != Some(&b' ') {
+        return None;
+    }
+    let (pt, n) = syslog_time(msg.get(5..)?)?;
+    let at = 5 + n;
+    if msg.get(at) != Some(&b' ') || msg.get(at + 5) != Some(&b']') {
+        return None;
+    }
+    let year = digits(msg, at + 1, 4)? as i32;
+    pt.format(year)
+}
+
+/// The time inside the message, best first: RFC 3339 at its start, logfmt `time="..."`,
+/// JSON `"time"` / `"timestamp"` / `"ts"`, klog header, `dmesg -T`.
+pub(crate) fn message_time(msg: &[u8], year: i32) -> Option<String> {
+    let lead = msg.strip_prefix(b"[").unwrap_or(msg);
+    if let Some((s, _)) = rfc3339_at(lead, 0) {
+        return Some(s);
+    }
+    if let Some(s) = keyed_time(msg) {
+        return Some(s);
+    }
+    if let Some(s) = klog_time(msg, year) {
+        return Some(s);
+    }
+    if let Some(s) = lxc_time(msg) {
+        return Some(s);
+    }
+    dmesg_t(msg)
+}
+
+/// lxc's log prefix `lxc 20160602083833.650 ERROR ...` (local time, no zone).
+fn lxc_time(msg: &[u8]) -> Option<String> {
+    let t = msg.trim_ascii_start().strip_prefix(b"lxc ")?;
+    if digit_run(t, 0) != 14 {
+        return None;
+    }
+    let (y, mo, d) = (digits(t, 0, 4)?, digits(t, 4, 2)?, digits(t, 6, 2)?);
+    let (h, mi, s) = (digits(t, 8, 2)?, digits(t, 10, 2)?, digits(t, 12, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut out = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+    if t.get(14) == Some(&b'.') {
+        let n = digit_run(t, 15);
+        if n > 0 {
+            out.push_str(&String::from_utf8_lossy(&t[14..15 + n]));
+        }
+    }
+    Some(out)
+}
+
+/// logfmt `time="..."` (dockerd, containerd, cri-o) and JSON time fields, first occurrence,
+/// only where the key starts a field (`runtime=` is not `time=`).
+fn keyed_time(msg: &[u8]) -> Option<String> {
+    for key in [&b"time=\""[..], b"\"time\":\"", b"\"timestamp\":\"", b"\"timestamp\":", b"\"ts\":"] {
+        for pos in memmem::find_iter(msg, key).take(4) {
+            if key[0] != b'"' && pos > 0 && !matches!(msg[pos - 1], b' ' | b'\t' | b'{' | b',') {
+                continue;
+            }
+            let v = pos + key.len();
+            if let Some((s, _)) = rfc3339_at(msg, v) {
+                return Some(s);
+            }
+            if key != b"time=\"" && key != b"\"time\":\"" {
+                if let Some(s) = epoch_at(msg, v) {
+                    return Some(s);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Unix seconds (`1472766268.564662218`, garden, zap) as RFC 3339 UTC.
+fn epoch_at(t: &[u8], at: usize) -> Option<String> {
+    let n = digit_run(t, at);
+    // 9..=10 digits: 2001..2286; anything else is not a plausible log time.
+    if !(9..=10).contains(&n) {
+        return None;
+    }
+    let secs: i64 = std::str::from_utf8(&t[at..at + n]).ok()?.parse().ok()?;
+    let mut frac = String::new();
+    if t.get(at + n) == Some(&b'.') {
+        let f = digit_run(t, at + n + 1);
+        if f > 0 {
+            frac.push('.');
+            frac.push_str(&String::from_utf8_lossy(&t[at + n + 1..at + n + 1 + f]));
+        }
+    }
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    Some(format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z", rem / 3600, rem % 3600 / 60, rem % 60))
+}
+
+/// Days since 1970-01-01 to (year, month, day) (H. Hinnant's civil_from_days).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A key that orders the absolute times this module writes: (UTC seconds, nanoseconds).
+/// Times without a zone are taken as UTC; relative kernel times ("+12.5s since boot") have none.
+pub fn time_sort_key(s: &str) -> Option<(i64, u32)> {
+    let b = s.as_bytes();
+    let y = i64::from(digits(b, 0, 4)?);
+    let mo = digits(b, 5, 2)?;
+    let d = digits(b, 8, 2)?;
+    if b.get(4) != Some(&b'-') || b.get(10) != Some(&b'T') || !hms_at(b, 11) || !(1..=12).contains(&mo) {
+        return None;
+    }
+    let (h, mi, se) = (digits(b, 11, 2)?, digits(b, 14, 2)?, digits(b, 17, 2)?);
+    let mut secs = days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + se);
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        let n = digit_run(b, i + 1);
+        for k in 0..9 {
+            nanos = nanos * 10 + if k < n { u32::from(b[i + 1 + k] - b'0') } else { 0 };
+        }
+        i += 1 + n;
+    }
+    if let Some(&sign @ (b'+' | b'-')) = b.get(i) {
+        let off = i64::from(digits(b, i + 1, 2)? * 3600 + digits(b, i + 4, 2)? * 60);
+        secs -= if sign == b'+' { off } else { -off };
+    }
+    Some((secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syslog_prefix_with_host_and_pid() {
+        let e = envelope(b"Dec 24 11:54:31 VM_16_11_centos dockerd[11419]: time=\"x\"");
+        assert_eq!(e.host, Some(&b"VM_16_11_centos"[..]));
+        assert_eq!(e.tag, Some(&b"dockerd"[..]));
+        assert_eq!(e.msg, b"time=\"x\"");
+        assert_eq!(e.prefix_time.unwrap().format(2018).unwrap(), "2018-12-24T11:54:31");
+    }
+
+    #[test]
+    fn syslog_prefix_without_host() {
+        let e = envelope(b"Dec 22 08:00:00  kubelet: E1222 08:00:00.498519   15276 pod_workers.go:190] x");
+        assert_eq!(e.host, None);
+        assert_eq!(e.tag, Some(&b"kubelet"[..]));
+        assert_eq!(klog_time(e.msg, 2020).unwrap(), "2020-12-22T08:00:00.498519");
+    }
+
+    #[test]
+    fn padded_day_and_fraction() {
+        let e = envelope(b"Dec  2 08:00:00.123 node-1 kernel: [ 12.5] x");
+        assert_eq!(e.prefix_time.unwrap().format(2024).unwrap(), "2024-12-02T08:00:00.123");
+        assert_eq!(kernel_secs(e.msg).map(|(s, _)| s), Some(&b"12.5"[..]));
+    }
+
+    #[test]
+    fn iso_prefix_and_cri_log() {
+        let e = envelope(b"2023-12-22T08:00:00.123456+0000 node-1 kubelet[1]: hi");
+        assert_eq!(e.prefix_time.unwrap().format(0).unwrap(), "2023-12-22T08:00:00.123456+00:00");
+        assert_eq!(e.host, Some(&b"node-1"[..]));
+        let e = envelope(b"2022-05-26T10:05:11.006685543+03:00 stderr F [2022/05/26] x");
+        assert_eq!(e.host, None);
+        assert_eq!(e.msg, b"[2022/05/26] x");
+    }
+
+    #[test]
+    fn message_times() {
+        assert_eq!(
+            message_time(b"level=error time=\"2020-12-22T08:00:01.237276548+08:00\" x", 0).unwrap(),
+            "2020-12-22T08:00:01.237276548+08:00"
+        );
+        assert_eq!(message_time(b"x runtime=\"2020-12-22T08:00:01Z\"", 0), None);
+        assert_eq!(
+            message_time(b"{\"timestamp\":\"1472766268.564662218\",\"source\":\"guardian\"}", 0).unwrap(),
+            "2016-09-01T21:44:28.564662218Z"
+        );
+        assert_eq!(message_time(b"[Thu Dec 12 10:00:00 2019] SLUB: x", 0).unwrap(), "2019-12-12T10:00:00");
+        assert_eq!(message_time(b"[2020-01-27T14:16:18.322Z] docker", 0).unwrap(), "2020-01-27T14:16:18.322Z");
+        assert_eq!(
+            message_time(b"x.log.ERROR.20180214-113740.15702:1593018:E0320 04:59:09.572336 15702 r.go:92] x", 2018)
+                .unwrap(),
+            "2018-03-20T04:59:09.572336"
+        );
+    }
+
+    #[test]
+    fn sort_keys_respect_zones() {
+        let a = time_sort_key("2020-12-22T08:00:01+08:00").unwrap();
+        let b = time_sort_key("2020-12-22T01:00:00Z").unwrap();
+        assert!(a < b);
+        assert_eq!(time_sort_key("+12.5s since boot"), None);
+        assert_eq!(days_from_civil(2016, 9, 1), 17_045);
+        assert_eq!(civil_from_days(17_045), (2016, 9, 1));
+    }
+}

@@ -1,0 +1,270 @@
+//! Times in logs: epoch seconds to RFC 3339, the leading timestamp of a line, and the
+//! `--since` argument. No time-zone database: a time written without a zone (syslog,
+//! klog) is kept as "zone-less" and only compared with other times of the same file.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the epoch, now.
+pub fn now_epoch() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number (inverse of [`days_from_civil`]).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+/// The UTC year of an epoch time.
+pub fn year_of(epoch: i64) -> i32 {
+    civil_from_days(epoch.div_euclid(86_400)).0 as i32
+}
+
+/// `2023-12-22T08:00:00.498519Z` from microseconds since the epoch (journald
+/// `__REALTIME_TIMESTAMP`, kmsg time plus boot time).
+pub fn rfc3339_usec(usec: u64) -> String {
+    let secs = (usec / 1_000_000) as i64;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z", s / 3600, s / 60 % 60, s % 60, usec % 1_000_000)
+}
+
+/// `2023-12-22T08:00:00Z` from seconds since the epoch.
+pub fn rfc3339_secs(secs: i64) -> String {
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// A time read from a log. `secs` counts from the epoch as if the wall-clock fields
+/// were UTC; `zoned` says whether the text gave a zone (then `secs` is true UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogTime {
+    pub secs: i64,
+    pub zoned: bool,
+}
+
+fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
+    let s = b.get(at..at + n)?;
+    s.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
+}
+
+fn valid(mo: u32, d: u32, h: u32, mi: u32, s: u32) -> bool {
+    (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && s <= 60
+}
+
+/// `YYYY-MM-DD[T ]HH:MM:SS[.frac][Z|+hh:mm|+hhmm]` at the start of `b`, with the
+/// number of bytes it took.
+pub fn parse_rfc3339(b: &[u8]) -> Option<(LogTime, usize)> {
+    let y = digits(b, 0, 4)?;
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || !matches!(b.get(10), Some(b'T' | b' ' | b't')) {
+        return None;
+    }
+    let (mo, d) = (digits(b, 5, 2)?, digits(b, 8, 2)?);
+    if b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return None;
+    }
+    let (h, mi, s) = (digits(b, 11, 2)?, digits(b, 14, 2)?, digits(b, 17, 2)?);
+    if !valid(mo, d, h, mi, s) {
+        return None;
+    }
+    let mut i = 19;
+    if matches!(b.get(i), Some(b'.' | b',')) {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    let mut secs = days_from_civil(y as i64, mo, d) * 86_400 + (h * 3600 + mi * 60 + s) as i64;
+    let zoned = match b.get(i) {
+        Some(b'Z' | b'z') => {
+            i += 1;
+            true
+        }
+        Some(&c @ (b'+' | b'-')) => {
+            let oh = digits(b, i + 1, 2)?;
+            let (om, n) = if b.get(i + 3) == Some(&b':') { (digits(b, i + 4, 2)?, 6) } else { (digits(b, i + 3, 2).unwrap_or(0), if digits(b, i + 3, 2).is_some() { 5 } else { 3 }) };
+            let off = (oh * 3600 + om * 60) as i64;
+            secs -= if c == b'+' { off } else { -off };
+            i += n;
+            true
+        }
+        _ => false,
+    };
+    Some((LogTime { secs, zoned }, i))
+}
+
+const MONTHS: [&[u8; 3]; 12] = [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+
+/// The time a log line starts with, zone-less unless the text has a zone: RFC 3339
+/// (rsyslog high precision, containerd), BSD syslog `Dec 22 08:00:00` and klog
+/// `E1222 08:00:00.498519` (both without a year: `year` is assumed).
+pub fn leading_time(line: &[u8], year: i32) -> Option<LogTime> {
+    if let Some((t, _)) = parse_rfc3339(line) {
+        return Some(t);
+    }
+    let hms = |at: usize| -> Option<u32> {
+        if line.get(at + 2) != Some(&b':') || line.get(at + 5) != Some(&b':') {
+            return None;
+        }
+        let (h, mi, s) = (digits(line, at, 2)?, digits(line, at + 3, 2)?, digits(line, at + 6, 2)?);
+        (h < 24 && mi < 60 && s <= 60).then_some(h * 3600 + mi * 60 + s)
+    };
+    let at = |mo: u32, d: u32, s: u32| LogTime { secs: days_from_civil(year as i64, mo, d) * 86_400 + s as i64, zoned: false };
+    // BSD syslog: "Dec 22 08:00:00" or "Dec  2 08:00:00".
+    if let Some(mo) = MONTHS.iter().position(|m| line.starts_with(*m)) {
+        if line.get(3) != Some(&b' ') {
+            return None;
+        }
+        let d = match (line.get(4), line.get(5)) {
+            (Some(b' '), Some(c)) if c.is_ascii_digit() => (c - b'0') as u32,
+            _ => digits(line, 4, 2)?,
+        };
+        if line.get(6) != Some(&b' ') || !(1..=31).contains(&d) {
+            return None;
+        }
+        return Some(at(mo as u32 + 1, d, hms(7)?));
+    }
+    // klog: "E1222 08:00:00.498519".
+    if matches!(line.first(), Some(b'I' | b'W' | b'E' | b'F')) && line.get(5) == Some(&b' ') {
+        let (mo, d) = (digits(line, 1, 2)?, digits(line, 3, 2)?);
+        if (1..=12).contains(&mo) && (1..=31).contains(&d) {
+            return Some(at(mo, d, hms(6)?));
+        }
+    }
+    None
+}
+
+/// `--since`: a duration back from now (`90s`, `30m`, `1h`, `2d`, `1w`, combined as
+/// `1h30m`) or a time (`2023-12-22`, `2023-12-22 08:00:00`, RFC 3339; UTC unless a zone
+/// is given). Returns epoch seconds.
+pub fn parse_since(s: &str, now: i64) -> Result<i64, String> {
+    let t = s.trim();
+    if let Some(secs) = parse_duration(t) {
+        return Ok(now - secs);
+    }
+    if let Some((lt, n)) = parse_rfc3339(t.as_bytes()) {
+        if n == t.len() {
+            return Ok(lt.secs);
+        }
+    }
+    let b = t.as_bytes();
+    if b.len() == 10 {
+        if let Some((lt, _)) = parse_rfc3339(format!("{t}T00:00:00Z").as_bytes()) {
+            return Ok(lt.secs);
+        }
+    }
+    Err(format!("{s:?}: not a duration (30m, 1h, 2d) or a time (2023-12-22, 2023-12-22T08:00:00Z)"))
+}
+
+/// `1h30m` -> 5400. Units: s, m (minutes), h, d, w; a bare `0` is zero.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    if s == "0" {
+        return Some(0);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let mut total: i64 = 0;
+    let mut num: Option<i64> = None;
+    for c in s.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = Some(num.unwrap_or(0).checked_mul(10)?.checked_add(d as i64)?);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return None,
+        };
+        total = total.checked_add(num.take()?.checked_mul(unit)?)?;
+    }
+    if num.is_some() {
+        return None;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-800_000i64, -1, 0, 1, 19_713, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(days_from_civil(2023, 12, 22), 19_713);
+        assert_eq!(days_from_civil(2024, 2, 29) + 1, days_from_civil(2024, 3, 1));
+    }
+
+    #[test]
+    fn rfc3339_forms() {
+        assert_eq!(rfc3339_usec(1_703_232_000_498_519), "2023-12-22T08:00:00.498519Z");
+        assert_eq!(rfc3339_secs(0), "1970-01-01T00:00:00Z");
+        let (t, n) = parse_rfc3339(b"2023-12-22T08:00:00.498519Z kubelet").unwrap();
+        assert_eq!((t.secs, t.zoned, n), (1_703_232_000, true, 27));
+        let (t, _) = parse_rfc3339(b"2023-12-22T09:30:00.1+01:30 x").unwrap();
+        assert_eq!(t.secs, 1_703_232_000);
+        let (t, _) = parse_rfc3339(b"2023-12-22T07:00:00-0100").unwrap();
+        assert_eq!(t.secs, 1_703_232_000);
+        let (t, n) = parse_rfc3339(b"2023-12-22 08:00:00 host").unwrap();
+        assert_eq!((t.secs, t.zoned, n), (1_703_232_000, false, 19));
+        assert!(parse_rfc3339(b"2023-13-22T08:00:00Z").is_none());
+        assert!(parse_rfc3339(b"2023-12-22T08:00").is_none());
+        assert!(parse_rfc3339(b"").is_none());
+    }
+
+    #[test]
+    fn leading_times() {
+        let t = leading_time(b"Dec 22 08:00:00 node-1 kubelet[811]: E1222 08:00:00.498519 ...", 2023).unwrap();
+        assert_eq!(t, LogTime { secs: 1_703_232_000, zoned: false });
+        let t = leading_time(b"Dec  2 08:00:00 node-1 kernel: x", 2023).unwrap();
+        assert_eq!(t.secs, days_from_civil(2023, 12, 2) * 86_400 + 8 * 3600);
+        let t = leading_time(b"E1222 08:00:00.498519    1234 kuberuntime_manager.go:1166] x", 2023).unwrap();
+        assert_eq!(t.secs, 1_703_232_000);
+        assert_eq!(leading_time(b"2023-12-22T08:00:00Z x", 1999).unwrap().secs, 1_703_232_000);
+        for bad in [&b"Dec 32 08:00:00 x"[..], b"Dex 22 08:00:00", b"E1322 08:00:00.1", b"[  12.5] x", b"", b"Dec", b"E12"] {
+            assert!(leading_time(bad, 2023).is_none(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn since_forms() {
+        let now = 1_703_232_000;
+        assert_eq!(parse_since("1h", now), Ok(now - 3600));
+        assert_eq!(parse_since("1h30m", now), Ok(now - 5400));
+        assert_eq!(parse_since("2d", now), Ok(now - 2 * 86_400));
+        assert_eq!(parse_since("2023-12-22", now), Ok(now - 8 * 3600));
+        assert_eq!(parse_since("2023-12-22T08:00:00Z", now), Ok(now));
+        assert_eq!(parse_since("2023-12-22 08:00:00", now), Ok(now));
+        assert!(parse_since("yesterday", now).is_err());
+        assert!(parse_since("1x", now).is_err());
+        assert!(parse_since("h", now).is_err());
+        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_duration("10"), None, "a unit is needed");
+        assert!(parse_since("99999999999999999999h", now).is_err());
+    }
+}
