@@ -116,7 +116,9 @@ impl<'a> ParserSink<'a> {
     }
 
     fn drain(&mut self) {
-        for i in self.found.drain(..) {
+        let now = clock::now_epoch();
+        for mut i in self.found.drain(..) {
+            roll_back_future_year(&mut i, now);
             (self.emit)(i);
         }
     }
@@ -163,6 +165,21 @@ pub fn local_offset() -> i64 {
 pub fn incident_epoch(i: &Incident, local_offset: i64) -> Option<i64> {
     let (t, _) = clock::parse_rfc3339(i.time.as_deref()?.as_bytes())?;
     Some(if t.zoned { t.secs } else { t.secs - local_offset })
+}
+
+/// Syslog and klog times carry no year, and the parser takes the file's (or this) year:
+/// a line logged on Dec 22 and read in January would land in the future. No log line is
+/// from the future, so such a zone-less time belongs to the year before.
+fn roll_back_future_year(i: &mut Incident, now: i64) {
+    let Some(t) = i.time.as_deref() else { return };
+    let Some((parsed, _)) = clock::parse_rfc3339(t.as_bytes()) else { return };
+    // A day of slack covers any local time zone.
+    if parsed.zoned || parsed.secs <= now + 86_400 {
+        return;
+    }
+    if let Some(year) = t.get(..4).and_then(|y| y.parse::<i32>().ok()) {
+        i.time = Some(format!("{:04}{}", year - 1, &t[4..]));
+    }
 }
 
 /// Whether an incident passes --since (kept when its time is unknown).
@@ -860,6 +877,21 @@ fn tail_incidents(path: &Path, name: &str, cutoff: i64, local_offset: i64) -> io
 mod tests {
     use super::*;
     use cgleak_readers::logs::journal::RecordedJournal;
+
+    #[test]
+    fn zone_less_times_in_the_future_move_to_last_year() {
+        let now = 1_795_000_000; // 2026-11-18
+        let mut i = sample();
+        i.time = Some("2026-12-22T08:00:00.498519".into());
+        roll_back_future_year(&mut i, now);
+        assert_eq!(i.time.as_deref(), Some("2025-12-22T08:00:00.498519"));
+        i.time = Some("2026-11-01T08:00:00".into());
+        roll_back_future_year(&mut i, now);
+        assert_eq!(i.time.as_deref(), Some("2026-11-01T08:00:00"), "a past time stays");
+        i.time = Some("2027-01-01T00:00:00Z".into());
+        roll_back_future_year(&mut i, now);
+        assert_eq!(i.time.as_deref(), Some("2027-01-01T00:00:00Z"), "a zoned time is what it says");
+    }
 
     #[test]
     fn a_date_in_the_future_is_last_year_and_not_recent() {
