@@ -462,12 +462,10 @@ fn kmem_activity(root: &Path, sample: Reservoir) -> (Option<u64>, Option<String>
     let mut active = 0u64;
     let mut read = 0u64;
     for rel in &sample.items {
-        match is_kmem_active(&root.join(rel)) {
-            Some(a) => {
-                read += 1;
-                active += a as u64;
-            }
-            None => {} // gone meanwhile
+        // None: the cgroup went away meanwhile, so it is not counted at all.
+        if let Some(a) = is_kmem_active(&root.join(rel)) {
+            read += 1;
+            active += a as u64;
         }
     }
     if total as usize <= KMEM_SAMPLE_SIZE || read == 0 {
