@@ -27,6 +27,7 @@ ensure_packages() {
 need_pkgs=()
 command -v runc >/dev/null || need_pkgs+=(runc)
 [ -x /bin/busybox ] || command -v busybox >/dev/null || need_pkgs+=(busybox-static)
+command -v promtool >/dev/null || need_pkgs+=(prometheus)  # promtool check metrics (tests/metrics_textfile.rs)
 ensure_packages ${need_pkgs[@]+"${need_pkgs[@]}"}
 
 echo "== build"

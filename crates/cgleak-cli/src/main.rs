@@ -7,6 +7,7 @@ mod cmd_probe;
 mod cmd_status;
 mod exit;
 mod host_change;
+mod metrics;
 mod render;
 
 use std::path::PathBuf;
@@ -80,7 +81,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  cgleak status\n  cgleak status --output json | jq .memcg.headroom\n  cgleak --host-root /host status")]
     Status(cmd_status::StatusArgs),
     /// Verdict (healthy, at_risk, leaking, exhausted) with evidence and ranked remedies.
-    #[command(after_help = "Exit codes: 0 healthy, 3 at_risk or leaking, 4 exhausted, 1 error, 2 usage, 77 not permitted.\n\nExamples:\n  cgleak check\n  cgleak check --output json | jq -r .verdict")]
+    #[command(after_help = "Exit codes: 0 healthy, 3 at_risk or leaking, 4 exhausted, 1 error, 2 usage, 77 not permitted.\n  --npd (node-problem-detector plugin): 0 OK, 1 problem, 2 unknown (any error).\n  --reboot-required (kured sentinel): 0 only a reboot helps, 1 no reboot needed, 2 error.\n\nExamples:\n  cgleak check\n  cgleak check --output json | jq -r .verdict\n  cgleak check --npd --host-root /host\n  kured --reboot-sentinel-command=\"cgleak check --reboot-required --host-root /host\"")]
     Check(cmd_check::CheckArgs),
     /// Create and remove N memcgs under a scratch parent to prove headroom.
     #[command(after_help = "Exit codes: 0 all N created and removed, 4 mkdir failed for lack of IDs \

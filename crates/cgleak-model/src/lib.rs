@@ -3,6 +3,8 @@
 
 pub mod census;
 pub mod era;
+pub mod forecast;
+pub mod handoff;
 pub mod incidents;
 pub mod kubepods;
 pub mod verdict;

@@ -1,0 +1,692 @@
+//! The deployment contract of `deploy/`: every manifest of `deploy/daemonset/` and every
+//! document the Helm chart `deploy/helm/cgleak/` renders (default values, taint, fix and
+//! monitoring on) parses into `k8s-openapi` types with no unknown field, and says what
+//! the agent needs: hostPID, the host's paths read-only under /host, `--host-root /host`,
+//! no privilege unless fix actions are on, RBAC verbs exactly as listed (nodes patch only
+//! with the taint), requests and limits, tolerations for every taint, a ServiceMonitor on
+//! /metrics and a PrometheusRule equal to `deploy/prometheus/cgleak-alerts.yml`.
+//!
+//! Helm cannot be installed where CI runs, so the chart is rendered here by a renderer of
+//! the small template subset the chart's README allows; anything else fails the test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsing into k8s-openapi types
+
+#[derive(Default, Debug)]
+struct Manifests {
+    namespaces: Vec<Namespace>,
+    service_accounts: Vec<ServiceAccount>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    daemonsets: Vec<DaemonSet>,
+    services: Vec<Service>,
+    /// CRDs (monitoring.coreos.com/v1): kept as YAML, their fields checked one by one.
+    service_monitors: Vec<Value>,
+    prometheus_rules: Vec<Value>,
+}
+
+/// `v` with every null left out: the API server drops them, and so does a typed round trip.
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect())
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
+/// Parses `doc` as `T` (through JSON, as the API server reads it) and fails on any field
+/// `T` does not know: k8s-openapi ignores unknown fields, so a misspelt `readOnly` would
+/// otherwise pass unseen.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, origin: &str) -> T {
+    let json = without_nulls(serde_json::to_value(doc).unwrap_or_else(|e| panic!("{origin}: not JSON-compatible: {e}")));
+    let t: T = serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{origin}: does not parse: {e}\n{json:#}"));
+    let back = serde_json::to_value(&t).unwrap();
+    assert_eq!(back, json, "{origin}: fields the type does not know were dropped (left: parsed, right: as written)");
+    t
+}
+
+fn add_document(m: &mut Manifests, doc: Value, origin: &str) {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_else(|| panic!("{origin}: a document without kind"));
+    let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_else(|| panic!("{origin}: no apiVersion"));
+    let origin = format!("{origin} ({kind})");
+    match kind {
+        "Namespace" => m.namespaces.push(typed(&doc, &origin)),
+        "ServiceAccount" => m.service_accounts.push(typed(&doc, &origin)),
+        "ClusterRole" => m.cluster_roles.push(typed(&doc, &origin)),
+        "ClusterRoleBinding" => m.cluster_role_bindings.push(typed(&doc, &origin)),
+        "DaemonSet" => m.daemonsets.push(typed(&doc, &origin)),
+        "Service" => m.services.push(typed(&doc, &origin)),
+        "ServiceMonitor" | "PrometheusRule" => {
+            assert_eq!(api_version, "monitoring.coreos.com/v1", "{origin}");
+            assert!(str_at(&doc, &["metadata", "name"]).is_some(), "{origin}: no metadata.name");
+            if kind == "ServiceMonitor" {
+                m.service_monitors.push(doc)
+            } else {
+                m.prometheus_rules.push(doc)
+            }
+        }
+        other => panic!("{origin}: kind {other} is not expected in deploy/"),
+    }
+}
+
+/// Every YAML document of `text`; empty ones (only comments) are skipped, as kubectl and helm do.
+fn add_yaml(m: &mut Manifests, text: &str, origin: &str) {
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let doc = Value::deserialize(de).unwrap_or_else(|e| panic!("{origin} document {i}: not YAML: {e}"));
+        if !doc.is_null() {
+            add_document(m, doc, &format!("{origin} document {i}"));
+        }
+    }
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    at(v, path).and_then(Value::as_str)
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    files
+}
+
+// ---------------------------------------------------------------------------------------
+// The Helm template subset (see deploy/helm/cgleak/README.md)
+
+#[derive(Debug)]
+enum Node {
+    Text(String),
+    Action(String),
+    If { cond: String, then: Vec<Node>, otherwise: Vec<Node> },
+}
+
+/// Splits a template into text and actions, trimming around `{{-` and `-}}` as Go does.
+fn tokenize(src: &str, origin: &str) -> Vec<(bool, String)> {
+    let mut tokens: Vec<(bool, String)> = Vec::new(); // (is_action, text)
+    let mut rest = src;
+    let mut trim_next = false;
+    while let Some(open) = rest.find("{{") {
+        let mut text = rest[..open].to_string();
+        if trim_next {
+            text = text.trim_start().to_string();
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}").unwrap_or_else(|| panic!("{origin}: unclosed {{{{"));
+        let mut body = &after[..close];
+        if let Some(b) = body.strip_prefix("- ") {
+            text = text.trim_end().to_string();
+            body = b;
+        }
+        trim_next = false;
+        if let Some(b) = body.strip_suffix(" -") {
+            trim_next = true;
+            body = b;
+        }
+        tokens.push((false, text));
+        tokens.push((true, body.trim().to_string()));
+        rest = &after[close + 2..];
+    }
+    let text = if trim_next { rest.trim_start() } else { rest };
+    tokens.push((false, text.to_string()));
+    tokens
+}
+
+/// Builds the tree up to `end` or `else` (returned) or the end of input (None).
+fn parse(tokens: &[(bool, String)], i: &mut usize, origin: &str) -> (Vec<Node>, Option<&'static str>) {
+    let mut nodes = Vec::new();
+    while *i < tokens.len() {
+        let (is_action, s) = &tokens[*i];
+        *i += 1;
+        if !is_action {
+            nodes.push(Node::Text(s.clone()));
+            continue;
+        }
+        if let Some(cond) = s.strip_prefix("if ") {
+            let (then, stop) = parse(tokens, i, origin);
+            let otherwise = match stop {
+                Some("end") => Vec::new(),
+                Some("else") => match parse(tokens, i, origin) {
+                    (nodes, Some("end")) => nodes,
+                    _ => panic!("{origin}: `else` without `end`"),
+                },
+                _ => panic!("{origin}: `if {cond}` without `end`"),
+            };
+            nodes.push(Node::If { cond: cond.trim().to_string(), then, otherwise });
+        } else if s == "end" {
+            return (nodes, Some("end"));
+        } else if s == "else" {
+            return (nodes, Some("else"));
+        } else {
+            nodes.push(Node::Action(s.clone()));
+        }
+    }
+    (nodes, None)
+}
+
+struct Context {
+    root: Value,
+}
+
+impl Context {
+    /// `.Values.a.b`, `.Release.Name`, ...: a key missing is an error (helm would print
+    /// `<no value>` or fail), so a typo in a template or values.yaml fails the test.
+    fn lookup(&self, path: &str, origin: &str) -> &Value {
+        let keys = path.strip_prefix('.').unwrap_or_else(|| panic!("{origin}: `{path}` is outside the template subset"));
+        let mut v = &self.root;
+        for k in keys.split('.') {
+            assert!(!k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{origin}: `{path}` is outside the template subset");
+            v = v.get(k).unwrap_or_else(|| panic!("{origin}: `{path}` has no value (add it to values.yaml)"));
+        }
+        v
+    }
+}
+
+/// Helm's truthiness: false, 0, "", null and empty collections are false.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Sequence(s) => !s.is_empty(),
+        Value::Mapping(m) => !m.is_empty(),
+        Value::Tagged(_) => true,
+    }
+}
+
+fn scalar(v: &Value, what: &str, origin: &str) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => panic!("{origin}: `{what}` is not a scalar: use toYaml"),
+    }
+}
+
+fn eval(nodes: &[Node], ctx: &Context, out: &mut String, origin: &str) {
+    for node in nodes {
+        match node {
+            Node::Text(t) => out.push_str(t),
+            Node::If { cond, then, otherwise } => {
+                let branch = if truthy(ctx.lookup(cond, origin)) { then } else { otherwise };
+                eval(branch, ctx, out, origin);
+            }
+            Node::Action(a) => {
+                if let Some(pipe) = a.strip_prefix("toYaml ") {
+                    let (path, indent) = pipe.split_once('|').unwrap_or_else(|| panic!("{origin}: `{a}`: toYaml needs `| nindent N`"));
+                    let n: usize = indent
+                        .trim()
+                        .strip_prefix("nindent ")
+                        .and_then(|n| n.trim().parse().ok())
+                        .unwrap_or_else(|| panic!("{origin}: `{a}` is outside the template subset"));
+                    let yaml = serde_yaml::to_string(ctx.lookup(path.trim(), origin)).unwrap();
+                    let pad = " ".repeat(n);
+                    // helm: toYaml trims the final newline, nindent pads every line.
+                    out.push('\n');
+                    out.push_str(&pad);
+                    out.push_str(&yaml.trim_end_matches('\n').replace('\n', &format!("\n{pad}")));
+                } else if a.starts_with('.') && !a.contains(' ') {
+                    out.push_str(&scalar(ctx.lookup(a, origin), a, origin));
+                } else {
+                    panic!("{origin}: `{{{{ {a} }}}}` is outside the template subset (deploy/helm/cgleak/README.md)");
+                }
+            }
+        }
+    }
+}
+
+fn render_template(src: &str, ctx: &Context, origin: &str) -> String {
+    let tokens = tokenize(src, origin);
+    let mut i = 0;
+    let (nodes, stop) = parse(&tokens, &mut i, origin);
+    assert!(stop.is_none(), "{origin}: `{}` without `if`", stop.unwrap());
+    let mut out = String::new();
+    eval(&nodes, ctx, &mut out, origin);
+    out
+}
+
+fn set(values: &mut Value, path: &str, to: Value) {
+    let mut v = values;
+    for k in path.split('.') {
+        v = v.get_mut(k).unwrap_or_else(|| panic!("values.yaml has no `{path}`"));
+    }
+    *v = to;
+}
+
+fn chart_dir() -> PathBuf {
+    deploy_dir().join("helm/cgleak")
+}
+
+/// Renders every template of the chart with `overrides` (`--set`) and parses the result.
+fn render_chart(overrides: &[(&str, Value)]) -> (Manifests, BTreeMap<String, String>) {
+    let chart: Value = serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap()).unwrap();
+    let mut values: Value = serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap()).unwrap();
+    for (path, v) in overrides {
+        set(&mut values, path, v.clone());
+    }
+    let ctx = Context {
+        root: serde_yaml::from_str(&format!(
+            "Release: {{Name: cgleak, Namespace: monitoring}}\nChart: {{Name: {}, AppVersion: '{}'}}",
+            str_at(&chart, &["name"]).unwrap(),
+            str_at(&chart, &["appVersion"]).unwrap()
+        ))
+        .map(|mut root: Value| {
+            root.as_mapping_mut().unwrap().insert("Values".into(), values);
+            root
+        })
+        .unwrap(),
+    };
+    let mut m = Manifests::default();
+    let mut rendered = BTreeMap::new();
+    for file in yaml_files(&chart_dir().join("templates")) {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let out = render_template(&std::fs::read_to_string(&file).unwrap(), &ctx, &name);
+        add_yaml(&mut m, &out, &format!("templates/{name} as rendered"));
+        rendered.insert(name, out);
+    }
+    (m, rendered)
+}
+
+fn plain_manifests(with_taint: bool) -> Manifests {
+    // `kubectl apply -f deploy/daemonset/` (not recursive), plus `-f deploy/daemonset/taint/`.
+    let mut m = Manifests::default();
+    let dirs: &[&str] = if with_taint { &["daemonset", "daemonset/taint"] } else { &["daemonset"] };
+    for dir in dirs {
+        for file in yaml_files(&deploy_dir().join(dir)) {
+            let name = file.file_name().unwrap().to_string_lossy().to_string();
+            add_yaml(&mut m, &std::fs::read_to_string(&file).unwrap(), &format!("deploy/{dir}/{name}"));
+        }
+    }
+    m
+}
+
+// ---------------------------------------------------------------------------------------
+// The contract
+
+struct Expect {
+    taint: bool,
+    fix: bool,
+    monitoring: bool,
+    namespace: &'static str,
+}
+
+const ALERTS: [&str; 5] = ["MemcgHeadroomLow", "MemcgExhausted", "MemcgExhaustionForecast", "MemcgDyingHigh", "MemcgCreateFailures"];
+
+/// The host paths the agent reads, where it reads them, and whether fix actions write them.
+const HOST_MOUNTS: [(&str, &str, bool); 5] = [
+    ("/proc", "/host/proc", true),
+    ("/sys", "/host/sys", true),
+    ("/var/log", "/host/var/log", false),
+    ("/dev/kmsg", "/host/dev/kmsg", false),
+    ("/var/lib/kubelet/pods", "/host/var/lib/kubelet/pods", false),
+];
+
+fn pod_spec(ds: &DaemonSet) -> &PodSpec {
+    ds.spec.as_ref().unwrap().template.spec.as_ref().expect("pod template has a spec")
+}
+
+fn agent_container(ds: &DaemonSet) -> &Container {
+    let containers = &pod_spec(ds).containers;
+    assert_eq!(containers.len(), 1, "one container: the agent");
+    &containers[0]
+}
+
+fn follows(args: &[String], flag: &str, value: &str) -> bool {
+    args.windows(2).any(|w| w[0] == flag && w[1] == value)
+}
+
+fn check_contract(m: &Manifests, e: &Expect, what: &str) {
+    assert_eq!(m.daemonsets.len(), 1, "{what}: one DaemonSet");
+    let ds = &m.daemonsets[0];
+    assert_eq!(ds.metadata.namespace.as_deref(), Some(e.namespace), "{what}");
+    let pod = pod_spec(ds);
+    let c = agent_container(ds);
+
+    // The host's PID namespace, tolerations for every taint, the node-critical class.
+    assert_eq!(pod.host_pid, Some(true), "{what}: hostPID");
+    let tolerations = pod.tolerations.as_ref().expect("tolerations");
+    assert!(
+        tolerations.iter().any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()),
+        "{what}: a toleration `operator: Exists` with no key or effect (every taint): {tolerations:?}"
+    );
+    assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"), "{what}");
+
+    // Command line.
+    let args = c.args.as_ref().expect("args");
+    assert_eq!(args.first().map(String::as_str), Some("agent"), "{what}: {args:?}");
+    assert!(follows(args, "--host-root", "/host"), "{what}: --host-root /host in {args:?}");
+    assert!(follows(args, "--listen", "0.0.0.0:9977"), "{what}: --listen 0.0.0.0:9977 in {args:?}");
+    assert!(follows(args, "--interval", "30s"), "{what}: --interval 30s in {args:?}");
+    assert!(args.iter().any(|a| a == "--kubernetes"), "{what}: --kubernetes in {args:?}");
+    let node_name = c.env.as_ref().and_then(|env| env.iter().find(|v| v.name == "NODE_NAME")).expect("env NODE_NAME");
+    let field = node_name.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).expect("NODE_NAME from a fieldRef");
+    assert_eq!(field.field_path, "spec.nodeName", "{what}");
+
+    // Host paths: each mounted under /host, read-only unless fix actions write it.
+    let volumes = pod.volumes.as_ref().expect("volumes");
+    let mounts = c.volume_mounts.as_ref().expect("volumeMounts");
+    for (host, at, fix_writes) in HOST_MOUNTS {
+        let vol = volumes
+            .iter()
+            .find(|v| v.host_path.as_ref().is_some_and(|h| h.path == host))
+            .unwrap_or_else(|| panic!("{what}: no hostPath volume for {host}"));
+        let mount = mounts.iter().find(|vm| vm.name == vol.name).unwrap_or_else(|| panic!("{what}: volume {} is not mounted", vol.name));
+        assert_eq!(mount.mount_path, at, "{what}: {host}");
+        let want_ro = !(e.fix && fix_writes);
+        assert_eq!(mount.read_only, Some(want_ro), "{what}: {host} mounted read-only: {want_ro}");
+    }
+    for vm in mounts {
+        assert!(vm.mount_path.starts_with("/host/"), "{what}: {} outside /host", vm.mount_path);
+        let ro = vm.read_only == Some(true);
+        let known = HOST_MOUNTS.iter().find(|(_, at, _)| *at == vm.mount_path).unwrap_or_else(|| panic!("{what}: unexpected mount {}", vm.mount_path));
+        assert!(ro || (e.fix && known.2), "{what}: {} is writable", vm.mount_path);
+    }
+
+    // Privilege: none unless fix actions are on.
+    let sc = c.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.read_only_root_filesystem, Some(true), "{what}");
+    assert_eq!(sc.run_as_user, Some(0), "{what}: root for the root-owned 0600/0750 files");
+    if e.fix {
+        assert_eq!(sc.privileged, Some(true), "{what}: fix actions run privileged");
+    } else {
+        assert_eq!(sc.privileged, Some(false), "{what}: not privileged");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{what}");
+        let caps = sc.capabilities.as_ref().expect("capabilities");
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{what}");
+        assert_eq!(caps.add.as_deref(), Some(&["SYSLOG".to_string()][..]), "{what}: CAP_SYSLOG for /dev/kmsg only");
+    }
+    assert!(pod.security_context.as_ref().and_then(|s| s.sysctls.as_ref()).is_none(), "{what}");
+
+    // Resources from the agent's targets.
+    let res = c.resources.as_ref().expect("resources");
+    let q = |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
+        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+    };
+    assert_eq!(q(&res.requests, "cpu").as_deref(), Some("5m"), "{what}");
+    assert_eq!(q(&res.requests, "memory").as_deref(), Some("24Mi"), "{what}");
+    assert_eq!(q(&res.limits, "cpu").as_deref(), Some("100m"), "{what}");
+    assert_eq!(q(&res.limits, "memory").as_deref(), Some("64Mi"), "{what}");
+
+    // /metrics and /healthz on 9977.
+    let ports = c.ports.as_ref().expect("ports");
+    let metrics = ports.iter().find(|p| p.name.as_deref() == Some("metrics")).expect("a port named metrics");
+    assert_eq!(metrics.container_port, 9977, "{what}");
+    for (probe, name) in [(&c.liveness_probe, "liveness"), (&c.readiness_probe, "readiness")] {
+        let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap_or_else(|| panic!("{what}: {name} probe over HTTP"));
+        assert_eq!(get.path.as_deref(), Some("/healthz"), "{what}: {name}");
+        assert!(
+            matches!(&get.port, IntOrString::String(s) if s == "metrics") || get.port == IntOrString::Int(9977),
+            "{what}: {name} probe port {:?}",
+            get.port
+        );
+    }
+
+    // The ServiceAccount the pod runs as, and exactly the RBAC it is bound to.
+    let sa_name = pod.service_account_name.as_deref().expect("serviceAccountName");
+    assert!(
+        m.service_accounts.iter().any(|sa| sa.metadata.name.as_deref() == Some(sa_name) && sa.metadata.namespace.as_deref() == Some(e.namespace)),
+        "{what}: ServiceAccount {sa_name} in {}",
+        e.namespace
+    );
+    let mut granted = BTreeSet::new();
+    for b in &m.cluster_role_bindings {
+        let subjects = b.subjects.as_ref().expect("subjects");
+        assert!(
+            subjects.iter().all(|s| s.kind == "ServiceAccount" && s.name == sa_name && s.namespace.as_deref() == Some(e.namespace)),
+            "{what}: binding {:?} binds someone else",
+            b.metadata.name
+        );
+        assert_eq!(b.role_ref.kind, "ClusterRole", "{what}");
+        let role = m
+            .cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(b.role_ref.name.as_str()))
+            .unwrap_or_else(|| panic!("{what}: binding to a missing ClusterRole {}", b.role_ref.name));
+        for rule in role.rules.as_ref().expect("rules") {
+            assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none(), "{what}: {rule:?}");
+            for g in rule.api_groups.as_ref().expect("apiGroups") {
+                for r in rule.resources.as_ref().expect("resources") {
+                    for v in &rule.verbs {
+                        granted.insert((g.clone(), r.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(m.cluster_roles.len(), m.cluster_role_bindings.len(), "{what}: every ClusterRole is bound");
+    let mut want: BTreeSet<(String, String, String)> = [
+        ("", "nodes", "get"),
+        ("", "nodes/status", "patch"),
+        ("", "events", "create"),
+        ("events.k8s.io", "events", "create"),
+    ]
+    .iter()
+    .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+    .collect();
+    if e.taint {
+        want.insert((String::new(), "nodes".into(), "patch".into()));
+    }
+    assert_eq!(granted, want, "{what}: RBAC (nodes patch only with the taint)");
+
+    // A headless Service on the metrics port, selecting the agent's pods.
+    assert_eq!(m.services.len(), 1, "{what}: one Service");
+    let svc = &m.services[0];
+    let svc_spec = svc.spec.as_ref().unwrap();
+    assert_eq!(svc_spec.cluster_ip.as_deref(), Some("None"), "{what}: headless");
+    let pod_labels = ds.spec.as_ref().unwrap().template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    for (k, v) in svc_spec.selector.as_ref().expect("selector") {
+        assert_eq!(pod_labels.get(k), Some(v), "{what}: the Service selects the agent's pods");
+    }
+    let svc_port = &svc_spec.ports.as_ref().unwrap()[0];
+    assert_eq!((svc_port.name.as_deref(), svc_port.port), (Some("metrics"), 9977), "{what}");
+
+    // Prometheus Operator objects.
+    if !e.monitoring {
+        assert!(m.service_monitors.is_empty() && m.prometheus_rules.is_empty(), "{what}: no CRD objects");
+        return;
+    }
+    assert_eq!(m.service_monitors.len(), 1, "{what}: one ServiceMonitor");
+    let sm = &m.service_monitors[0];
+    assert_eq!(str_at(sm, &["metadata", "namespace"]), Some(e.namespace), "{what}");
+    let svc_labels = svc.metadata.labels.clone().unwrap_or_default();
+    let match_labels = at(sm, &["spec", "selector", "matchLabels"]).and_then(Value::as_mapping).expect("ServiceMonitor spec.selector.matchLabels");
+    assert!(!match_labels.is_empty(), "{what}");
+    for (k, v) in match_labels {
+        assert_eq!(svc_labels.get(k.as_str().unwrap()).map(String::as_str), v.as_str(), "{what}: the ServiceMonitor selects the Service");
+    }
+    let namespaces = at(sm, &["spec", "namespaceSelector", "matchNames"]).and_then(Value::as_sequence).expect("namespaceSelector.matchNames");
+    assert_eq!(namespaces, &vec![Value::from(e.namespace)], "{what}");
+    let endpoints = at(sm, &["spec", "endpoints"]).and_then(Value::as_sequence).expect("spec.endpoints");
+    assert_eq!(endpoints.len(), 1, "{what}");
+    assert_eq!(str_at(&endpoints[0], &["port"]), Some("metrics"), "{what}: the Service's port name");
+    assert_eq!(str_at(&endpoints[0], &["path"]), Some("/metrics"), "{what}");
+
+    assert_eq!(m.prometheus_rules.len(), 1, "{what}: one PrometheusRule");
+    let pr = &m.prometheus_rules[0];
+    assert_eq!(str_at(pr, &["metadata", "namespace"]), Some(e.namespace), "{what}");
+    let groups = at(pr, &["spec", "groups"]).expect("PrometheusRule spec.groups");
+    let names: Vec<&str> = groups
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g.get("rules").and_then(Value::as_sequence).unwrap().iter())
+        .map(|r| r.get("alert").and_then(Value::as_str).expect("every rule is an alert"))
+        .collect();
+    assert_eq!(names, ALERTS, "{what}: alert names");
+    assert_eq!(groups, &rules_file_groups(), "{what}: PrometheusRule spec.groups == deploy/prometheus/cgleak-alerts.yml groups");
+}
+
+fn rules_file_groups() -> Value {
+    let text = std::fs::read_to_string(deploy_dir().join("prometheus/cgleak-alerts.yml")).unwrap();
+    let file: Value = serde_yaml::from_str(&text).unwrap();
+    file.get("groups").cloned().expect("groups")
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn plain_manifests_parse_and_keep_the_contract() {
+    let m = plain_manifests(false);
+    assert_eq!(m.namespaces.len(), 1);
+    let ns = &m.namespaces[0];
+    assert_eq!(ns.metadata.name.as_deref(), Some("cgleak"));
+    let labels = ns.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels.get("pod-security.kubernetes.io/enforce").map(String::as_str), Some("privileged"), "hostPID and hostPath need it");
+    check_contract(&m, &Expect { taint: false, fix: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset");
+}
+
+#[test]
+fn plain_taint_rbac_adds_nodes_patch_only() {
+    let m = plain_manifests(true);
+    check_contract(&m, &Expect { taint: true, fix: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset + taint/");
+}
+
+#[test]
+fn chart_with_default_values() {
+    let (m, _) = render_chart(&[]);
+    check_contract(&m, &Expect { taint: false, fix: false, monitoring: false, namespace: "monitoring" }, "chart, default values");
+    let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
+    assert!(!args.iter().any(|a| a.starts_with("--taint") || a == "--fix"), "{args:?}");
+    // recursiveReadOnly is a 1.30 field: off by default, so older API servers accept the pod.
+    let mounts = agent_container(&m.daemonsets[0]).volume_mounts.clone().unwrap();
+    assert!(mounts.iter().all(|vm| vm.recursive_read_only.is_none()), "{mounts:?}");
+    assert_eq!(pod_spec(&m.daemonsets[0]).node_selector.as_ref().unwrap().get("kubernetes.io/os").map(String::as_str), Some("linux"));
+}
+
+#[test]
+fn chart_with_taint_fix_and_monitoring() {
+    let on = Value::Bool(true);
+    let (m, _) = render_chart(&[
+        ("taint.enabled", on.clone()),
+        ("fix.enabled", on.clone()),
+        ("serviceMonitor.enabled", on.clone()),
+        ("prometheusRule.enabled", on.clone()),
+        ("serviceMonitor.labels", serde_yaml::from_str("{release: prometheus}").unwrap()),
+        ("prometheusRule.labels", serde_yaml::from_str("{release: prometheus}").unwrap()),
+    ]);
+    check_contract(&m, &Expect { taint: true, fix: true, monitoring: true, namespace: "monitoring" }, "chart, taint + fix + monitoring");
+    let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
+    assert!(follows(&args, "--taint-key", "cgleak.io/memcg-exhaustion"), "{args:?}");
+    assert!(follows(&args, "--taint-headroom-below", "3277"), "{args:?}");
+    assert!(args.iter().any(|a| a == "--fix"), "{args:?}");
+    for obj in [&m.service_monitors[0], &m.prometheus_rules[0]] {
+        assert_eq!(str_at(obj, &["metadata", "labels", "release"]), Some("prometheus"), "extra labels for the Prometheus selectors");
+    }
+}
+
+#[test]
+fn chart_each_switch_alone() {
+    let on = Value::Bool(true);
+    let (m, _) = render_chart(&[("taint.enabled", on.clone())]);
+    check_contract(&m, &Expect { taint: true, fix: false, monitoring: false, namespace: "monitoring" }, "chart, taint only");
+    let (m, _) = render_chart(&[("fix.enabled", on.clone())]);
+    check_contract(&m, &Expect { taint: false, fix: true, monitoring: false, namespace: "monitoring" }, "chart, fix only");
+    let (m, _) = render_chart(&[("kubernetes.enabled", Value::Bool(false))]);
+    let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
+    assert!(!args.iter().any(|a| a == "--kubernetes"), "{args:?}");
+}
+
+#[test]
+fn chart_recursive_read_only() {
+    let on = Value::Bool(true);
+    for fix in [false, true] {
+        let (m, _) = render_chart(&[("recursiveReadOnly", on.clone()), ("fix.enabled", Value::Bool(fix))]);
+        check_contract(&m, &Expect { taint: false, fix, monitoring: false, namespace: "monitoring" }, "chart, recursiveReadOnly");
+        for vm in agent_container(&m.daemonsets[0]).volume_mounts.as_ref().unwrap() {
+            // The API server takes IfPossible only on a read-only mount; kmsg is a device, no tree.
+            let want = (vm.read_only == Some(true) && vm.mount_path != "/host/dev/kmsg").then_some("IfPossible");
+            assert_eq!(vm.recursive_read_only.as_deref(), want, "fix {fix}: {}", vm.mount_path);
+        }
+    }
+}
+
+#[test]
+fn plain_daemonset_and_chart_agree() {
+    // The two ways to deploy must not drift: same pod apart from names and labels.
+    let plain = plain_manifests(false);
+    let (chart, _) = render_chart(&[]);
+    let (a, b) = (agent_container(&plain.daemonsets[0]), agent_container(&chart.daemonsets[0]));
+    assert_eq!(a.args, b.args);
+    assert_eq!(a.resources, b.resources);
+    assert_eq!(a.security_context, b.security_context);
+    assert_eq!(a.volume_mounts, b.volume_mounts);
+    assert_eq!(a.liveness_probe, b.liveness_probe);
+    assert_eq!(a.readiness_probe, b.readiness_probe);
+    assert_eq!(pod_spec(&plain.daemonsets[0]).volumes, pod_spec(&chart.daemonsets[0]).volumes);
+}
+
+#[test]
+fn renderer_follows_go_template_trimming() {
+    let ctx = Context { root: serde_yaml::from_str("Values: {on: true, off: false, list: [a, b], n: 9977, empty: {}}").unwrap() };
+    let t = "x:\n  {{- if .Values.on }}\n  - {{ .Values.n }}\n  {{- end }}\n  {{- if .Values.off }}\n  - no\n  {{- else }}\n  - \"{{ .Values.n }}\"\n  {{- end }}\ny:\n  {{- toYaml .Values.list | nindent 2 }}\nz: {{ if .Values.empty }}full{{ else }}empty{{ end -}}\n   \n";
+    assert_eq!(render_template(t, &ctx, "t"), "x:\n  - 9977\n  - \"9977\"\ny:\n  - a\n  - b\nz: empty");
+}
+
+#[test]
+#[should_panic(expected = "outside the template subset")]
+fn renderer_refuses_constructs_outside_the_subset() {
+    let ctx = Context { root: serde_yaml::from_str("Values: {}").unwrap() };
+    render_template("{{ include \"cgleak.labels\" . }}", &ctx, "t");
+}
+
+#[test]
+#[should_panic(expected = "has no value")]
+fn renderer_refuses_missing_values() {
+    let ctx = Context { root: serde_yaml::from_str("Values: {image: {}}").unwrap() };
+    render_template("{{ .Values.image.tga }}", &ctx, "t");
+}
+
+#[test]
+fn promtool_test_file_covers_every_alert() {
+    // `promtool test rules deploy/prometheus/cgleak-alerts.test.yml` runs the alerts; this
+    // keeps that test from silently leaving an alert out.
+    let text = std::fs::read_to_string(deploy_dir().join("prometheus/cgleak-alerts.test.yml")).unwrap();
+    let tests: Value = serde_yaml::from_str(&text).unwrap();
+    let mut fired = BTreeSet::new();
+    for t in tests.get("tests").and_then(Value::as_sequence).unwrap() {
+        for a in t.get("alert_rule_test").and_then(Value::as_sequence).unwrap() {
+            if a.get("exp_alerts").and_then(Value::as_sequence).is_some_and(|e| !e.is_empty()) {
+                fired.insert(a.get("alertname").and_then(Value::as_str).unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(fired, ALERTS.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    // promtool comes from Debian's `prometheus` package (scripts/test-all.sh installs it).
+    let dir = deploy_dir().join("prometheus");
+    for args in [["check", "rules", "cgleak-alerts.yml"], ["test", "rules", "cgleak-alerts.test.yml"]] {
+        let out = std::process::Command::new("promtool").args(args).current_dir(&dir).output().unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}): install Debian's `prometheus` package (scripts/test-all.sh does); this test must not be skipped")
+        });
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool {}: {said}", args.join(" "));
+        assert!(said.contains("SUCCESS"), "promtool {}: {said}", args.join(" "));
+    }
+}
