@@ -6,6 +6,7 @@ use cgleak_model::verdict::{check, CheckReport, NodeFacts, Verdict};
 use cgleak_readers::logs::clock::parse_duration;
 use cgleak_readers::logs::journal::{JournalSource, Journalctl};
 
+use crate::cmd_agent::stored_forecast;
 use crate::cmd_logs::recent_incidents;
 use crate::cmd_status::census_failure;
 use crate::exit::{self, Failure};
@@ -32,6 +33,10 @@ pub struct CheckArgs {
     /// needed, 2 on any error (never 0: an error must not reboot a node). One line on stdout.
     #[arg(long)]
     pub reboot_required: bool,
+    /// Where `cgleak agent` keeps its history (agent-history.jsonl): when there is one, the
+    /// exhaustion forecast is a finding (`exhaustion_forecast`).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/cgleak")]
+    pub state_dir: std::path::PathBuf,
 }
 
 /// A verdict `--npd-problem` can ask for (healthy is never a problem).
@@ -121,6 +126,7 @@ fn judge(g: &GlobalArgs, a: &CheckArgs) -> Result<CheckReport, Failure> {
     let host = g.host()?;
     let census = take_census(&host).map_err(census_failure)?;
     let mut node = NodeFacts::read(&host);
+    node.forecast = stored_forecast(&a.state_dir);
     if window > 0 {
         let journal = Journalctl::for_host(&host);
         node.logs = recent_incidents(&host, window, journal.as_ref().map(|j| j as &dyn JournalSource));

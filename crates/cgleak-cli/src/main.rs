@@ -1,5 +1,6 @@
 //! The `cgleak` command line: the front end over the model and action layers.
 
+mod cmd_agent;
 mod cmd_check;
 mod cmd_lab;
 mod cmd_logs;
@@ -107,6 +108,13 @@ Exit codes: 0 no incident, 3 incidents found, 1 error (a named source could not 
 cgleak logs\n  cgleak logs /var/log/messages* --since 2d\n  cgleak logs '/var/log/kubelet.log*' --output jsonl | jq -r .pod_uid\n  \
 journalctl -u kubelet --since today | cgleak logs -\n  cgleak logs --journal --kmsg --follow\n  cgleak --host-root /host logs --since 1h --output json")]
     Logs(cmd_logs::LogsArgs),
+    /// Daemon: the census every --interval, a Prometheus endpoint, log incidents, the forecast, and Kubernetes reporting.
+    #[command(after_help = "Serves GET /metrics (Prometheus text format) and GET /healthz (200 while the last census \
+is recent, 503 otherwise) on --listen. The history of IDs in use is kept in <state-dir>/agent-history.jsonl, \
+which `status` and `check` read for the exhaustion forecast. Stops on SIGINT or SIGTERM with exit 0.\n\n\
+Examples:\n  cgleak agent\n  cgleak agent --interval 1m --listen 0.0.0.0:9977\n  \
+cgleak --host-root /host agent --listen 0.0.0.0:9977 --kubernetes --taint --taint-headroom-below 3277")]
+    Agent(cmd_agent::AgentArgs),
 }
 
 impl GlobalArgs {
@@ -138,6 +146,7 @@ fn main() -> ExitCode {
         Command::Probe(a) => cmd_probe::run(&cli.global, a),
         Command::Lab(a) => cmd_lab::run(&cli.global, a),
         Command::Logs(a) => cmd_logs::run(&cli.global, a),
+        Command::Agent(a) => cmd_agent::run(&cli.global, a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -23,11 +23,9 @@ use cgleak_model::forecast::Forecast;
 use cgleak_model::incidents::{Incident, IncidentKind};
 
 /// Incidents seen in the logs, by kind, component and errno ("none" for lines that print none).
-#[allow(dead_code)] // filled by the agent from `logs`; `status` reads no logs
 pub type IncidentCounts = BTreeMap<(IncidentKind, String, Option<&'static str>), u64>;
 
 /// Count incidents for `cgleak_log_incidents_total`.
-#[allow(dead_code)] // used by the agent; tested here
 pub fn incident_counts(incidents: &[Incident]) -> IncidentCounts {
     let mut out = IncidentCounts::new();
     for i in incidents {

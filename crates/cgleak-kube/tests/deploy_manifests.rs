@@ -570,7 +570,7 @@ fn chart_with_default_values() {
     let (m, _) = render_chart(&[]);
     check_contract(&m, &Expect { taint: false, fix: false, monitoring: false, namespace: "monitoring" }, "chart, default values");
     let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
-    assert!(!args.iter().any(|a| a.starts_with("--taint") || a == "--fix"), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--taint")), "{args:?}");
     // recursiveReadOnly is a 1.30 field: off by default, so older API servers accept the pod.
     let mounts = agent_container(&m.daemonsets[0]).volume_mounts.clone().unwrap();
     assert!(mounts.iter().all(|vm| vm.recursive_read_only.is_none()), "{mounts:?}");
@@ -592,7 +592,8 @@ fn chart_with_taint_fix_and_monitoring() {
     let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
     assert!(follows(&args, "--taint-key", "cgleak.io/memcg-exhaustion"), "{args:?}");
     assert!(follows(&args, "--taint-headroom-below", "3277"), "{args:?}");
-    assert!(args.iter().any(|a| a == "--fix"), "{args:?}");
+    // Fix actions do not exist yet: fix.enabled only makes the container privileged, no `--fix`.
+    assert!(!args.iter().any(|a| a == "--fix"), "{args:?}");
     for obj in [&m.service_monitors[0], &m.prometheus_rules[0]] {
         assert_eq!(str_at(obj, &["metadata", "labels", "release"]), Some("prometheus"), "extra labels for the Prometheus selectors");
     }

@@ -229,7 +229,9 @@ impl Reservoir {
     }
 }
 
-/// Inputs read before the walk.
+/// Inputs read before the walk. They do not change while the host runs (mounts,
+/// kernel release), so a sampler reads them once and clones them for each census.
+#[derive(Clone)]
 pub struct CensusInputs {
     pub layout: CgroupLayout,
     pub memory: MemoryHierarchy,

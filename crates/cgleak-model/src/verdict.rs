@@ -88,6 +88,9 @@ pub struct NodeFacts {
     /// Left out of the JSON when there is nothing to say, as on hosts without logs.
     #[serde(skip_serializing_if = "LogEvidence::is_empty")]
     pub logs: LogEvidence,
+    /// Exhaustion forecast from the agent's history, filled by the front end; None without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::forecast::Forecast>,
 }
 
 /// What the node's recent logs show (the incidents of `cgleak logs` in a time window).
@@ -118,6 +121,7 @@ impl NodeFacts {
             cgroup_driver: kubelet::read_cgroup_driver(host),
             kubelet_pid: kubelet::running_kubelet(host).map(|(pid, _)| pid),
             logs: LogEvidence::default(),
+            forecast: None,
         }
     }
 
@@ -370,6 +374,9 @@ fn findings(c: &Census, node: &NodeFacts) -> Vec<Finding> {
 
     // 9. Failed memcg creations and related incidents in the recent logs.
     log_findings(&mut out, c, &node.logs);
+
+    // 9b. The trend of IDs in use, when the agent kept a history.
+    out.extend(crate::forecast::exhaustion_finding(node.forecast.as_ref()));
 
     // 10. Kernel era.
     out.push(Finding {

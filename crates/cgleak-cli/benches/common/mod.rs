@@ -155,3 +155,144 @@ pub fn min(v: &[f64]) -> f64 {
 pub fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)
 }
+
+pub mod memcg_tree;
+
+/// A long-running program (a daemon such as `cgleak agent`) started through a launcher
+/// (see [`launch`]), so its peak RSS comes from wait4 when it is stopped.
+pub struct LaunchedDaemon {
+    launcher: std::process::Child,
+    report: std::path::PathBuf,
+    pub what: String,
+}
+
+impl LaunchedDaemon {
+    /// Start `program args` with its stderr sent to `stderr` (stdout to /dev/null).
+    pub fn spawn(program: &Path, args: &[&str], stderr: fs::File) -> Result<LaunchedDaemon, String> {
+        let what = format!("{} {}", program.display(), args.join(" "));
+        let report = std::env::temp_dir().join(format!("cgleak-bench-{}-daemon.rusage", std::process::id()));
+        let _ = fs::remove_file(&report);
+        let me = std::env::current_exe().map_err(|e| format!("cannot find the bench binary: {e}"))?;
+        let launcher = Command::new(me)
+            .arg(LAUNCH_ARG)
+            .arg(&report)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("{what}: cannot start the launcher: {e}"))?;
+        Ok(LaunchedDaemon { launcher, report, what })
+    }
+
+    /// The program's pid: the launcher's only child.
+    pub fn program_pid(&mut self, timeout: Duration) -> Result<u32, String> {
+        let lp = self.launcher.id();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let children = fs::read_to_string(format!("/proc/{lp}/task/{lp}/children")).unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                return Ok(pid);
+            }
+            if let Ok(Some(st)) = self.launcher.try_wait() {
+                return Err(format!("{}: the launcher exited ({st}) before the program ran", self.what));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{}: no program under launcher {lp} after {timeout:?}", self.what));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the program (and so its launcher) still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.launcher.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM the program, wait for it: (wall time, peak RSS in KB from wait4, wait status).
+    pub fn stop(mut self, pid: u32, timeout: Duration) -> Result<(Duration, u64, i32), String> {
+        // SAFETY: kill(2) on the launcher's child, which the launcher has not reaped (it still runs).
+        if self.running() {
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + timeout;
+        while self.running() {
+            if Instant::now() >= deadline {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                let _ = self.launcher.wait();
+                return Err(format!("{}: still running {timeout:?} after SIGTERM (killed)", self.what));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let text = fs::read_to_string(&self.report).map_err(|e| format!("{}: {e}", self.report.display()))?;
+        let _ = fs::remove_file(&self.report);
+        let f: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let [wall_ns, maxrss_kb, status] = f[..] else {
+            return Err(format!("{}: unexpected report {text:?}", self.report.display()));
+        };
+        Ok((Duration::from_nanos(wall_ns), maxrss_kb, status as i32))
+    }
+}
+
+impl Drop for LaunchedDaemon {
+    fn drop(&mut self) {
+        if self.running() {
+            let lp = self.launcher.id();
+            let children = fs::read_to_string(format!("/proc/{lp}/task/{lp}/children")).unwrap_or_default();
+            for pid in children.split_whitespace().filter_map(|p| p.parse::<libc::pid_t>().ok()) {
+                // SAFETY: kill(2) on the launcher's own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = self.launcher.wait();
+        }
+    }
+}
+
+/// utime + stime of `pid` in seconds (/proc/<pid>/stat fields 14 and 15).
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces and parentheses) come field 3 onwards.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / hz.max(1) as f64)
+}
+
+/// A `kB` line of /proc/<pid>/status (`VmHWM`, `VmRSS`).
+pub fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+}
+
+/// HTTP/1.0 GET `path` on a loopback address: (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
+    use std::io::Write;
+    let timeout = Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| format!("{addr}: {e}"))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("GET {path} on {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("reading the answer to GET {path} on {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("GET {path}: no end of headers"))?;
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("GET {path}: bad status line {head:?}"))?;
+    Ok((code, body.to_string()))
+}
+
+/// The value of an unlabelled sample `name` in a Prometheus exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
+}
+
+/// A loopback address whose port is free right now.
+pub fn free_loopback_addr() -> Result<std::net::SocketAddr, String> {
+    let l = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    l.local_addr().map_err(|e| format!("local address: {e}"))
+}
