@@ -26,15 +26,13 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 mod common;
 
 use common::memcg_tree::{check_room, install_cleanup_panic_hook, v1_memory_root, KubeletTree, MAX_BENCH_MEMCGS};
-use common::{env_u64, free_loopback_addr, http_get, launch, median, metric, proc_cpu_secs, proc_status_kb, LaunchedDaemon, LAUNCH_ARG};
+use common::{bench_main, cancel_on_signals, check_cancel, env_u64, free_loopback_addr, http_get, median, metric, proc_cpu_secs, proc_status_kb, LaunchedDaemon};
 
 const INTERVAL_SECS: u64 = 2;
 /// The interval the DaemonSet ships with: the CPU share is reported for it.
@@ -48,23 +46,7 @@ const NPD_REQUEST_CPU_PERCENT: f64 = 1.0;
 const NPD_LIMIT_RSS_KB: u64 = 80 * 1024;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(LAUNCH_ARG) {
-        return launch(&args[2..]);
-    }
-    // `cargo test --all-targets` runs bench binaries too, without --bench: never build 30,000 memcgs then.
-    if !args.iter().any(|a| a == "--bench") {
-        println!("agent_cost: skipped (run it with `cargo bench -p cgleak --bench agent_cost`)");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("agent_cost: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main("agent_cost", run)
 }
 
 fn run() -> Result<bool, String> {
@@ -81,11 +63,8 @@ fn run() -> Result<bool, String> {
     let cgleak = PathBuf::from(env!("CARGO_BIN_EXE_cgleak"));
     let memory_root = v1_memory_root()?;
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&cancel)).map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
-    }
-    install_cleanup_panic_hook();
+    let cancel = cancel_on_signals()?;
+    install_cleanup_panic_hook("bench");
 
     let scratch = memory_root.join(format!("cgleak-bench-{}", std::process::id()));
     println!("agent_cost: building {memcgs} memcgs under {}", scratch.display());
@@ -209,12 +188,4 @@ fn run() -> Result<bool, String> {
         cpu_per_sample * 1000.0
     );
     Ok(correct)
-}
-
-fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
-    if cancel.load(Ordering::Relaxed) {
-        Err("interrupted (SIGINT/SIGTERM): scratch cgroups removed".into())
-    } else {
-        Ok(())
-    }
 }

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{env_u64, launch, max, median, min, ms, run_child, run_child_quiet, LAUNCH_ARG};
+use common::{bench_main, env_u64, max, median, min, ms, run_child, run_child_quiet};
 
 const DEFAULT_BYTES: u64 = 1 << 30;
 const DEFAULT_ROUNDS: u64 = 5;
@@ -41,22 +41,7 @@ const TARGET_RSS_KB: u64 = 32 * 1024;
 const RG_LITERALS: [&str; 4] = ["o space left on device", "annot allocate memory", "evice or resource busy", "SLUB: Unable to allocate memory on node"];
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(LAUNCH_ARG) {
-        return launch(&args[2..]);
-    }
-    if !args.iter().any(|a| a == "--bench") {
-        println!("logs_vs_rg: skipped (run it with `cargo bench -p cgleak --bench logs_vs_rg`)");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("logs_vs_rg: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main("logs_vs_rg", run)
 }
 
 fn run() -> Result<bool, String> {

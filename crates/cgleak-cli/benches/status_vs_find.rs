@@ -22,53 +22,23 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{env_u64, launch, median, ms, run_child, LAUNCH_ARG};
-use cgleak_readers::mountinfo::CgroupLayout;
-use cgleak_readers::{procfs, HostPaths};
+use common::memcg_tree::{check_room, install_cleanup_panic_hook, v1_memory_mount, KubeletTree, CONTAINERS_PER_POD, FIXED_DIRS, MAX_BENCH_MEMCGS};
+use common::{bench_main, cancel_on_signals, check_cancel, env_u64, median, ms, run_child};
 
-/// Memcgs a benchmark may build on this host (KERNEL-FACTS.md section 7): never more.
-const MAX_BENCH_MEMCGS: u64 = 30_000;
-/// Memcgs other work on this host may hold besides the benchmark's (KERNEL-FACTS.md section 7).
-const OTHER_MEMCGS_ALLOWANCE: u64 = 5_000;
-/// Scratch parent, kubepods and the burstable and besteffort QoS directories.
-const FIXED_DIRS: u64 = 4;
-const CONTAINERS_PER_POD: u64 = 3;
 const DEFAULT_ROUNDS: usize = 11;
 const MAX_ROUNDS: usize = 1000;
 const WARMUP_ROUNDS: usize = 2;
 const TARGET_RATIO: f64 = 0.33;
 const TARGET_RSS_KB: u64 = 16 * 1024;
 
-/// The scratch parent to remove if the bench panics (the panic hook reads it).
-static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(LAUNCH_ARG) {
-        return launch(&args[2..]);
-    }
-    // `cargo test --all-targets` runs bench binaries too, without --bench: never build 30,000 memcgs then.
-    if !args.iter().any(|a| a == "--bench") {
-        println!("status_vs_find: skipped (run it with `cargo bench -p cgleak --bench status_vs_find`)");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("status_vs_find: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main("status_vs_find", run)
 }
 
 fn run() -> Result<bool, String> {
@@ -89,30 +59,13 @@ fn run() -> Result<bool, String> {
     }
     let cgleak = PathBuf::from(env!("CARGO_BIN_EXE_cgleak"));
 
-    let host = HostPaths::new("/");
-    let memory = CgroupLayout::discover(&host)
-        .map_err(|e| e.to_string())?
-        .memory()
-        .ok_or("no memory cgroup controller is mounted")?;
-    if memory.version != 1 {
-        return Err(format!("the memory controller is on cgroup v{}: this bench builds a v1 kubelet tree", memory.version));
-    }
-    let memory_root = memory.mount.local.clone();
+    let (mount_point, memory_root) = v1_memory_mount()?;
 
     // The host must keep room to create cgroups: the bench's memcgs plus what others may hold.
-    let in_use_before = memory_num_cgroups(&host)?;
-    if in_use_before + memcgs > MAX_BENCH_MEMCGS + OTHER_MEMCGS_ALLOWANCE {
-        return Err(format!(
-            "/proc/cgroups already counts {in_use_before} memory cgroups (dying included): with {memcgs} more the host would pass {}",
-            MAX_BENCH_MEMCGS + OTHER_MEMCGS_ALLOWANCE
-        ));
-    }
+    check_room(memcgs)?;
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&cancel)).map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
-    }
-    install_cleanup_panic_hook();
+    let cancel = cancel_on_signals()?;
+    install_cleanup_panic_hook("status_vs_find");
 
     // Kubepods trees already there: the checks expect them plus what is built.
     let base = run_status(&cgleak)?;
@@ -127,7 +80,8 @@ fn run() -> Result<bool, String> {
         scratch.display()
     );
     let t = Instant::now();
-    let tree = ScratchTree::build(&scratch, &plan, &cancel)?;
+    let tree = KubeletTree::build(&scratch, memcgs, &cancel, &|n| println!("status_vs_find:   {n} memcgs"))?;
+    assert!(tree.created.len() as u64 == plan.memcgs && tree.pods == plan.pods && tree.containers == plan.containers && plan.memcgs <= MAX_BENCH_MEMCGS);
     println!("status_vs_find: built in {:.1} s", t.elapsed().as_secs_f64());
 
     let expected = Expected {
@@ -161,7 +115,7 @@ fn run() -> Result<bool, String> {
         let outside_before = count_dirs_outside(&memory_root, &scratch);
         let s = run_status(&cgleak)?;
         let outside = (outside_before, count_dirs_outside(&memory_root, &scratch));
-        if let Err(e) = parse_census(&s.stdout).and_then(|c| expected.check(&c, outside, &memory.mount.mount_point, &memory_root)) {
+        if let Err(e) = parse_census(&s.stdout).and_then(|c| expected.check(&c, outside, &mount_point, &memory_root)) {
             errors.push(format!("{label}: cgleak: {e}"));
         }
         check_cancel(&cancel)?;
@@ -210,7 +164,7 @@ fn run() -> Result<bool, String> {
         plan.pods,
         plan.containers,
         last_total,
-        memory.mount.mount_point.display()
+        mount_point.display()
     );
     println!("  {:<22} {:>14} {:>14} {:>14} {:>14}", "command", "median ms", "min ms", "max ms", "peak RSS KB");
     for (name, v, rss) in [("cgleak status -o json", &cg_ms, cg_peak), ("find -type d | wc -l", &find_ms, find_peak)] {
@@ -235,25 +189,10 @@ fn run() -> Result<bool, String> {
     Ok(correct)
 }
 
-fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
-    if cancel.load(Ordering::Relaxed) {
-        Err("interrupted (SIGINT/SIGTERM): scratch cgroups removed".into())
-    } else {
-        Ok(())
-    }
-}
-
-fn memory_num_cgroups(host: &HostPaths) -> Result<u64, String> {
-    let rows = procfs::read_proc_cgroups(host).map_err(|e| e.to_string())?;
-    rows.iter()
-        .find(|r| r.subsys == "memory" && r.hierarchy != 0)
-        .map(|r| r.num_cgroups)
-        .ok_or_else(|| "/proc/cgroups has no v1 memory row".to_string())
-}
-
 // ---------------------------------------------------------------- the tree
 
-/// How many pods and containers make up the requested number of directories.
+/// How many pods and containers [`KubeletTree::build`] makes of the requested number of
+/// directories, and in which QoS class (pod i goes to QOS[i % 3]).
 struct TreePlan {
     memcgs: u64,
     pods: u64,
@@ -287,127 +226,6 @@ impl TreePlan {
         let used = i * (1 + CONTAINERS_PER_POD);
         (used < left).then(|| (left - used - 1).min(CONTAINERS_PER_POD))
     }
-}
-
-/// splitmix64: deterministic ids for pod UIDs and container ids.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn pod_uid(seed: u64, pod: u64) -> String {
-    let a = mix(seed ^ (pod << 8) ^ 1);
-    let b = mix(a);
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | ((b >> 48) & 0x3fff),
-        b & 0xffff_ffff_ffff
-    )
-}
-
-fn container_id(seed: u64, pod: u64, c: u64) -> String {
-    let mut x = seed ^ (pod << 8) ^ (c << 2) ^ 2;
-    (0..4).map(|_| {
-        x = mix(x);
-        format!("{x:016x}")
-    })
-    .collect()
-}
-
-/// The scratch tree, removed again when dropped.
-struct ScratchTree {
-    root: PathBuf,
-    /// In creation order, parents before children.
-    created: Vec<PathBuf>,
-}
-
-impl ScratchTree {
-    fn build(root: &Path, plan: &TreePlan, cancel: &AtomicBool) -> Result<ScratchTree, String> {
-        // create_dir (not _all): an existing directory is not ours and is never touched.
-        fs::create_dir(root).map_err(|e| format!("mkdir {}: {e}", root.display()))?;
-        *SCRATCH.lock().unwrap_or_else(|p| p.into_inner()) = Some(root.to_path_buf());
-        let mut tree = ScratchTree { root: root.to_path_buf(), created: Vec::with_capacity(plan.memcgs as usize) };
-        tree.created.push(root.to_path_buf());
-        let kubepods = root.join("kubepods");
-        let qos_dirs = [kubepods.clone(), kubepods.join("burstable"), kubepods.join("besteffort")];
-        for d in &qos_dirs {
-            tree.mkdir(d)?;
-        }
-        let seed = mix(std::process::id() as u64);
-        let mut i = 0;
-        while let Some(n) = plan.containers_of(i) {
-            check_cancel(cancel)?;
-            let pod = qos_dirs[(i % 3) as usize].join(format!("pod{}", pod_uid(seed, i)));
-            tree.mkdir(&pod)?;
-            for c in 0..n {
-                tree.mkdir(&pod.join(container_id(seed, i, c)))?;
-            }
-            i += 1;
-            if i % 2000 == 0 {
-                println!("status_vs_find:   {} memcgs", tree.created.len());
-            }
-        }
-        assert!(tree.created.len() as u64 == plan.memcgs && plan.memcgs <= MAX_BENCH_MEMCGS);
-        Ok(tree)
-    }
-
-    fn mkdir(&mut self, p: &Path) -> Result<(), String> {
-        if self.created.len() as u64 >= MAX_BENCH_MEMCGS {
-            return Err(format!("refusing to create {}: {MAX_BENCH_MEMCGS} memcgs already built", p.display()));
-        }
-        fs::create_dir(p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
-        self.created.push(p.to_path_buf());
-        Ok(())
-    }
-}
-
-impl Drop for ScratchTree {
-    fn drop(&mut self) {
-        // Children before parents; rmdir of an empty memcg never blocks on charges.
-        for p in self.created.iter().rev() {
-            let _ = fs::remove_dir(p);
-        }
-        remove_tree(&self.root);
-        *SCRATCH.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-}
-
-/// Remove a cgroup subtree bottom-up with rmdir only (cgroup files cannot be unlinked,
-/// and rmdir of a cgroup directory takes its files with it). Errors are reported.
-fn remove_tree(root: &Path) {
-    if !root.exists() {
-        return;
-    }
-    if let Ok(rd) = fs::read_dir(root) {
-        for ent in rd.flatten() {
-            if ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_tree(&ent.path());
-            }
-        }
-    }
-    if let Err(e) = fs::remove_dir(root) {
-        if e.kind() != io::ErrorKind::NotFound {
-            eprintln!("status_vs_find: could not remove {}: {e}", root.display());
-        }
-    }
-}
-
-/// The release profile aborts on panic, so Drop would not run: the hook removes the tree.
-fn install_cleanup_panic_hook() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        let scratch = SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(root) = scratch {
-            eprintln!("status_vs_find: panic: removing {}", root.display());
-            remove_tree(&root);
-        }
-    }));
 }
 
 // ---------------------------------------------------------------- running the commands

@@ -6,11 +6,13 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock};
 
 use cgleak_readers::mountinfo::CgroupLayout;
 use cgleak_readers::{procfs, HostPaths};
+
+use super::check_cancel;
 
 /// Memcgs a benchmark may build on this host: never more.
 pub const MAX_BENCH_MEMCGS: u64 = 30_000;
@@ -22,15 +24,26 @@ pub const CONTAINERS_PER_POD: u64 = 3;
 
 /// The tree to remove if the bench panics (the panic hook reads it).
 static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// What cleanup messages start with (see [`install_cleanup_panic_hook`]).
+static LABEL: OnceLock<&'static str> = OnceLock::new();
 
-/// The local path of the v1 memory hierarchy of `/`.
-pub fn v1_memory_root() -> Result<PathBuf, String> {
+fn label() -> &'static str {
+    LABEL.get().copied().unwrap_or("bench")
+}
+
+/// The v1 memory hierarchy of `/`: (mount point, local path).
+pub fn v1_memory_mount() -> Result<(PathBuf, PathBuf), String> {
     let host = HostPaths::new("/");
     let memory = CgroupLayout::discover(&host).map_err(|e| e.to_string())?.memory().ok_or("no memory cgroup controller is mounted")?;
     if memory.version != 1 {
         return Err(format!("the memory controller is on cgroup v{}: this bench builds a v1 kubelet tree", memory.version));
     }
-    Ok(memory.mount.local.clone())
+    Ok((memory.mount.mount_point.clone(), memory.mount.local.clone()))
+}
+
+/// The local path of the v1 memory hierarchy of `/`.
+pub fn v1_memory_root() -> Result<PathBuf, String> {
+    v1_memory_mount().map(|(_, local)| local)
 }
 
 /// /proc/cgroups num_cgroups of the v1 memory row (live and dying).
@@ -88,9 +101,7 @@ impl KubeletTree {
         let seed = mix(std::process::id() as u64);
         let mut pod = 0u64;
         while (tree.created.len() as u64) < memcgs {
-            if cancel.load(Ordering::Relaxed) {
-                return Err("interrupted (SIGINT/SIGTERM): scratch cgroups removed".into());
-            }
+            check_cancel(cancel)?;
             let p = qos[(pod % 3) as usize].join(format!("pod{}", pod_uid(seed, pod)));
             tree.mkdir(&p)?;
             tree.pods += 1;
@@ -145,19 +156,21 @@ pub fn remove_tree(root: &Path) {
     }
     if let Err(e) = fs::remove_dir(root) {
         if e.kind() != io::ErrorKind::NotFound {
-            eprintln!("bench: could not remove {}: {e}", root.display());
+            eprintln!("{}: could not remove {}: {e}", label(), root.display());
         }
     }
 }
 
 /// The release profile aborts on panic, so Drop would not run: the hook removes the tree.
-pub fn install_cleanup_panic_hook() {
+/// `name` starts the cleanup messages (the bench's name).
+pub fn install_cleanup_panic_hook(name: &'static str) {
+    let _ = LABEL.set(name);
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default(info);
         let scratch = SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(root) = scratch {
-            eprintln!("bench: panic: removing {}", root.display());
+            eprintln!("{}: panic: removing {}", label(), root.display());
             remove_tree(&root);
         }
     }));

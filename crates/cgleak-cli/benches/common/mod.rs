@@ -6,6 +6,8 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// argv[1] that makes this binary a launcher (see `launch`).
@@ -14,6 +16,45 @@ use std::time::{Duration, Instant};
 pub const OK_EXIT_CODES: [i32; 2] = [0, 3];
 
 pub const LAUNCH_ARG: &str = "__cgleak_bench_launch";
+
+/// The `main` of every bench binary named `name`: launcher mode (see [`launch`]), a skip
+/// without `--bench` (`cargo test --all-targets` runs bench binaries too: never build
+/// 30,000 memcgs then), else `run`, whose `Ok(false)` (a failed check) exits non-zero.
+pub fn bench_main(name: &str, run: fn() -> Result<bool, String>) -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(LAUNCH_ARG) {
+        return launch(&args[2..]);
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!("{name}: skipped (run it with `cargo bench -p cgleak --bench {name}`)");
+        return ExitCode::SUCCESS;
+    }
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A flag raised by SIGINT and SIGTERM, for the bench's loops to check ([`check_cancel`]).
+pub fn cancel_on_signals() -> Result<Arc<AtomicBool>, String> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&cancel)).map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+    }
+    Ok(cancel)
+}
+
+pub fn check_cancel(cancel: &AtomicBool) -> Result<(), String> {
+    if cancel.load(Ordering::Relaxed) {
+        Err("interrupted (SIGINT/SIGTERM): scratch cgroups removed".into())
+    } else {
+        Ok(())
+    }
+}
 
 /// Launcher mode: `<bench> __cgleak_bench_launch <report file> <program> <args...>`.
 ///
