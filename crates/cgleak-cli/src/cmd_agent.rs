@@ -15,15 +15,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 
 use cgleak_kube::{KubeReporter, ReportSummary, ReporterConfig, ReporterHandle, TaintPolicy, DEFAULT_TAINT_KEY};
-use cgleak_model::census::{census_with, Census, CensusInputs};
+use cgleak_model::census::{census_with_cache, Census, CensusInputs};
+use cgleak_readers::cgroupfs::WalkCache;
 use cgleak_model::forecast::{forecast, Forecast, History, Sample, DEFAULT_HISTORY_CAPACITY};
 use cgleak_model::incidents::Incident;
 use cgleak_model::verdict::{check, NodeFacts};
-use cgleak_readers::logs::journal::{JournalSource, Journalctl};
 use cgleak_readers::HostPaths;
 
 use crate::cmd_lab::parse_duration;
-use crate::cmd_logs::recent_incidents;
+use crate::cmd_logs::spawn_log_followers;
 use crate::exit::{Failure, OK};
 use crate::metrics::{self, IncidentCounts, MetricsInput};
 use crate::GlobalArgs;
@@ -32,8 +32,10 @@ use crate::GlobalArgs;
 pub const HISTORY_FILE: &str = "agent-history.jsonl";
 /// Distinct (kind, component, errno) series kept; later ones are not counted.
 const MAX_INCIDENT_SERIES: usize = 256;
-/// Incidents remembered to count each once across overlapping log reads.
+/// Incidents remembered to count each once across restarts of a log source.
 const MAX_SEEN_INCIDENTS: usize = 8192;
+/// How far back the logs are read when the agent starts.
+const LOG_WINDOW_SECS: i64 = 3600;
 /// New incidents waiting for the Kubernetes reporter.
 const MAX_PENDING_INCIDENTS: usize = 100;
 /// HTTP connections served at once; more are refused with 503.
@@ -120,15 +122,14 @@ pub fn run(g: &GlobalArgs, a: &AgentArgs) -> Result<u8, Failure> {
     let shared = Arc::new(Mutex::new(Shared { incidents: (!a.no_logs).then(IncidentCounts::new), ..Shared::default() }));
     eprintln!("cgleak: agent on http://{}/metrics, a census every {:?}", a.listen, a.interval);
 
+    if !a.no_logs {
+        start_log_followers(&host, &shared, &stop);
+    }
     std::thread::scope(|s| {
         let sh = &shared;
         let st = &stop;
         let interval = a.interval;
         s.spawn(move || serve(&listener, sh, st, interval));
-        if !a.no_logs {
-            let h = &host;
-            s.spawn(move || follow_logs(h, sh, st, interval));
-        }
         // Versions, boot parameters and the kubelet's driver change only with a restart of theirs:
         // read once.
         let node = kube.is_some().then(|| NodeFacts::read(&host));
@@ -157,19 +158,24 @@ pub fn run(g: &GlobalArgs, a: &AgentArgs) -> Result<u8, Failure> {
     Ok(OK)
 }
 
-/// The census inputs that cannot change while the host runs (mounts, kernel era), read
-/// once; a failed census drops them so the next sample reads them again.
+/// What one census leaves for the next: the inputs that cannot change while the host runs
+/// (mounts, kernel era), read once, and the walk's memory of each directory's
+/// subdirectories, so unchanged directories are not listed again. A failed census drops
+/// both, so the next sample reads everything again.
 #[derive(Default)]
-struct SteadyInputs(Option<CensusInputs>);
+struct SteadyInputs {
+    inputs: Option<CensusInputs>,
+    walk: WalkCache,
+}
 
 impl SteadyInputs {
     fn census(&mut self, host: &HostPaths) -> Result<Census, cgleak_model::census::CensusError> {
-        let inputs = match self.0.take() {
+        let inputs = match self.inputs.take() {
             Some(i) => i,
             None => CensusInputs::read(host)?,
         };
-        let census = census_with(host, inputs.clone())?;
-        self.0 = Some(inputs);
+        let census = census_with_cache(host, inputs.clone(), Some(&mut self.walk))?;
+        self.inputs = Some(inputs);
         Ok(census)
     }
 }
@@ -267,54 +273,59 @@ impl HistoryStore {
     }
 }
 
-/// The last hour of logs at start, then what is new, read every interval (at least 10 s):
-/// the same reader as `check`; each incident counted once.
-fn follow_logs(host: &HostPaths, shared: &Mutex<Shared>, stop: &AtomicBool, interval: Duration) {
-    let period = interval.max(Duration::from_secs(10));
-    let mut seen: HashSet<(String, u64, String)> = HashSet::new();
-    let mut order: VecDeque<(String, u64, String)> = VecDeque::new();
-    let mut window = 3600i64;
-    let mut noted = false;
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        let journal = Journalctl::for_host(host);
-        let ev = recent_incidents(host, window, journal.as_ref().map(|j| j as &dyn JournalSource));
-        if !noted {
-            for n in &ev.notes {
-                eprintln!("cgleak: note: logs not read: {n}");
-            }
-            noted = true;
+/// Incidents seen, remembered so that each is counted once when a restarted source
+/// repeats what it read before; bounded (oldest forgotten first).
+#[derive(Default)]
+struct SeenIncidents {
+    keys: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+}
+
+impl SeenIncidents {
+    /// True the first time `i` is offered.
+    fn first_time(&mut self, i: &Incident) -> bool {
+        let key = (i.source.clone(), i.raw.clone());
+        if !self.keys.insert(key.clone()) {
+            return false;
         }
-        let mut fresh = Vec::new();
-        for i in ev.incidents {
-            let key = (i.source.clone(), i.line, i.raw.clone());
-            if seen.insert(key.clone()) {
-                order.push_back(key);
-                if order.len() > MAX_SEEN_INCIDENTS {
-                    if let Some(old) = order.pop_front() {
-                        seen.remove(&old);
-                    }
-                }
-                fresh.push(i);
+        self.order.push_back(key);
+        if self.order.len() > MAX_SEEN_INCIDENTS {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
             }
         }
-        if !fresh.is_empty() {
-            let mut s = lock(shared);
-            let counts = s.incidents.get_or_insert_with(IncidentCounts::new);
-            for (k, n) in metrics::incident_counts(&fresh) {
-                if counts.len() < MAX_INCIDENT_SERIES || counts.contains_key(&k) {
-                    *counts.entry(k).or_default() += n;
-                }
-            }
-            let room = MAX_PENDING_INCIDENTS.saturating_sub(s.pending_incidents.len());
-            s.pending_incidents.extend(fresh.into_iter().take(room));
-        }
-        // The next read covers the time since this one started, with a margin for late writes.
-        window = (period.as_secs() as i64) * 2 + 60;
-        while !stop.load(Ordering::Relaxed) && started.elapsed() < period {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        true
     }
+}
+
+/// Follow the node's logs (the last hour at start, then each incident as it is logged):
+/// one detached thread per source (`cmd_logs::spawn_log_followers`), each new incident
+/// counted in the metrics and queued for the Kubernetes reporter.
+fn start_log_followers(host: &HostPaths, shared: &Arc<Mutex<Shared>>, stop: &Arc<AtomicBool>) {
+    let seen = Mutex::new(SeenIncidents::default());
+    let sh = Arc::clone(shared);
+    let emit = Arc::new(move |i: Incident| {
+        if !seen.lock().unwrap_or_else(|p| p.into_inner()).first_time(&i) {
+            return;
+        }
+        let mut s = lock(&sh);
+        let counts = s.incidents.get_or_insert_with(IncidentCounts::new);
+        for (k, n) in metrics::incident_counts(std::slice::from_ref(&i)) {
+            if counts.len() < MAX_INCIDENT_SERIES || counts.contains_key(&k) {
+                *counts.entry(k).or_default() += n;
+            }
+        }
+        if s.pending_incidents.len() < MAX_PENDING_INCIDENTS {
+            s.pending_incidents.push(i);
+        }
+    });
+    let note = Arc::new(|n: String| eprintln!("cgleak: note: {n}"));
+    let sources = spawn_log_followers(host, LOG_WINDOW_SECS, Arc::clone(stop), emit, note);
+    let names = |present: bool| sources.iter().filter(|(_, p)| *p == present).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    let (here, later) = (names(true), names(false));
+    let here = if here.is_empty() { "none yet".to_string() } else { here };
+    let later = if later.is_empty() { String::new() } else { format!(" (and {later} once they appear)") };
+    eprintln!("cgleak: following logs: {here}{later}");
 }
 
 fn start_kubernetes(a: &AgentArgs) -> Result<(ReporterHandle, tokio::runtime::Runtime), Failure> {

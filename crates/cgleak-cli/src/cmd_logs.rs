@@ -11,8 +11,8 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Serialize;
@@ -307,7 +307,12 @@ fn read_file(path: &Path, name: &str, ctx: &Ctx, emit: &mut dyn FnMut(Incident))
         drop(probe);
         if !gzip {
             let stop = || ctx.stop.load(Ordering::Relaxed);
-            match files::follow_file(path, name, &meta, &mut sink, Duration::from_millis(250), &stop) {
+            // With --since, a big file is followed from where that stretch starts.
+            let start = match ctx.since {
+                Some(cutoff) => window_start(path, cutoff, ctx.local_offset).unwrap_or(0),
+                None => 0,
+            };
+            match files::follow_file(path, start, name, &meta, &mut sink, Duration::from_millis(250), &stop) {
                 Ok(st) => rep.lines = st.lines,
                 Err(e) => rep.error = Some(format!("{name}: {}", io_text(&e))),
             }
@@ -773,6 +778,104 @@ fn follow_all(planned: &[Planned], ctx: &Ctx, p: &mut Printer, reports: &mut Vec
     });
 }
 
+/// Pause before a follower whose source ended or failed starts it again; doubled each
+/// time up to [`FOLLOW_RETRY_MAX`], and back to this once the source ran a minute.
+const FOLLOW_RETRY_MIN: Duration = Duration::from_secs(5);
+const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// For the agent: follow the host's usual logs, each source on a thread of its own, and
+/// hand every incident to `emit` as it is logged: the live syslog-style files (from where
+/// the last `window_secs` start; followed across rotation), journald (since the window's
+/// start, then `--follow`) and /dev/kmsg. A source that ends or fails (journalctl
+/// exiting, a missing file, an unreadable device) is tried again after a backoff and
+/// never stops the others; each restart's first read may repeat incidents seen before,
+/// which the caller counts once. `note` hears each source's first error and when a
+/// source comes back. The threads are detached: a source blocked in a read never holds
+/// up the agent's exit. Returns each source's name and whether it is there now (the
+/// others are watched for).
+pub fn spawn_log_followers(
+    host: &HostPaths,
+    window_secs: i64,
+    stop: Arc<AtomicBool>,
+    emit: Arc<dyn Fn(Incident) + Send + Sync>,
+    note: Arc<dyn Fn(String) + Send + Sync>,
+) -> Vec<(String, bool)> {
+    let mut sources: Vec<Source> = live_log_files(host)
+        .into_iter()
+        .map(|path| {
+            let name = host.to_host_path(&path).display().to_string();
+            Source::File { path, name }
+        })
+        .collect();
+    sources.push(Source::Journal { units: DEFAULT_UNITS.iter().map(|s| s.to_string()).collect() });
+    sources.push(Source::Kmsg);
+    let mut names = Vec::new();
+    for src in sources {
+        let (name, present) = match &src {
+            Source::File { name, path } => (name.clone(), path.is_file()),
+            Source::Journal { .. } => ("journald".to_string(), Journalctl::for_host(host).is_some()),
+            Source::Kmsg => (host.to_host_path(&host.host("/dev/kmsg")).display().to_string(), host.host("/dev/kmsg").exists()),
+            Source::Stdin => continue,
+        };
+        names.push((name.clone(), present));
+        let (host, stop, emit, note) = (host.clone(), Arc::clone(&stop), Arc::clone(&emit), Arc::clone(&note));
+        std::thread::Builder::new()
+            .name(format!("cgleak-log {name}"))
+            .spawn(move || follow_source(&host, &src, &name, window_secs, &stop, &*emit, &*note))
+            .expect("spawning a log follower thread");
+    }
+    names
+}
+
+/// The live files of [`files::DEFAULT_LOG_GLOBS`] under `host`, whether they exist yet or not.
+fn live_log_files(host: &HostPaths) -> Vec<PathBuf> {
+    files::LIVE_LOG_NAMES.iter().map(|n| host.host(Path::new("/var/log").join(n))).collect()
+}
+
+/// One follower: read `src` (following) until stopped; when it ends or fails, wait and
+/// start again from the window (files: once they exist).
+fn follow_source(host: &HostPaths, src: &Source, name: &str, window_secs: i64, stop: &AtomicBool, emit: &dyn Fn(Incident), note: &dyn Fn(String)) {
+    let journal = Journalctl::for_host(host);
+    let mut backoff = FOLLOW_RETRY_MIN;
+    let mut last_error: Option<String> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let available = match src {
+            Source::File { path, .. } => path.is_file(),
+            Source::Journal { .. } => journal.is_some(),
+            Source::Kmsg => host.host("/dev/kmsg").exists(),
+            Source::Stdin => false,
+        };
+        let started = Instant::now();
+        let error = if available {
+            let since = Some(clock::now_epoch() - window_secs);
+            let ctx = Ctx { host, journal: journal.as_ref().map(|j| j as &dyn JournalSource), since, follow: true, local_offset: local_offset(), stop };
+            let rep = read_source(src, &ctx, &mut |i| emit(i));
+            Some(rep.error.unwrap_or_else(|| format!("{name}: ended")))
+        } else {
+            None
+        };
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if started.elapsed() >= Duration::from_secs(60) {
+            backoff = FOLLOW_RETRY_MIN;
+        }
+        if let Some(e) = &error {
+            if last_error.as_ref() != Some(e) {
+                note(format!("log source {e}; trying again in {}s", backoff.as_secs()));
+            }
+        }
+        last_error = error;
+        let until = Instant::now() + backoff;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if available {
+            backoff = (backoff * 2).min(FOLLOW_RETRY_MAX);
+        }
+    }
+}
+
 /// Incidents of the last `window_secs` for `cgleak check`: the host's syslog-style
 /// files modified within the window (from the stretch of a big file that the window
 /// covers), journald since the window start, and /dev/kmsg. Cheap, and never an error:
@@ -837,31 +940,37 @@ fn undo_year_rollover(t: i64, now: i64) -> i64 {
     if t > now + DAY { t - 365 * DAY } else { t }
 }
 
+/// Plain files up to this size are read whole for a window: cheaper than being clever.
+const READ_WHOLE: u64 = 32 << 20;
+
+/// Where the stretch of lines at or after `cutoff` starts in the plain file `path`: 0 for
+/// a small file, else the start of the first line of the window (found by the times of
+/// its lines, never more than 256 MiB from the end).
+fn window_start(path: &Path, cutoff: i64, local_offset: i64) -> io::Result<u64> {
+    const MAX_BACK: u64 = 256 << 20;
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if len <= READ_WHOLE {
+        return Ok(0);
+    }
+    let year = files::reference_year(path);
+    let recent = |line: &[u8]| clock::leading_time(line, year).map(|t| (if t.zoned { t.secs } else { t.secs - local_offset }) >= cutoff);
+    files::tail_offset(&mut f, len, &recent, MAX_BACK)
+}
+
 /// A plain file read whole when small, else from where the window starts (found by
 /// the times of its lines); gzip generations are skipped (the window is in the live
 /// file or its first, uncompressed, rotation). Returns the source's name (with the
 /// starting byte when not read whole) and its incidents.
 fn tail_incidents(path: &Path, name: &str, cutoff: i64, local_offset: i64) -> io::Result<(String, Vec<Incident>)> {
-    /// Files up to this size are read whole: cheaper than being clever.
-    const READ_WHOLE: u64 = 32 << 20;
-    /// Never more than this from the end of one file.
-    const MAX_BACK: u64 = 256 << 20;
     let mut f = File::open(path)?;
     let mut head = [0u8; 2];
     let n = f.read(&mut head)?;
     if files::is_gzip(&head[..n]) {
         return Ok((name.to_string(), Vec::new()));
     }
-    let len = f.metadata()?.len();
     let year = files::reference_year(path);
-    let offset = if len <= READ_WHOLE {
-        0
-    } else {
-        let recent = |line: &[u8]| {
-            clock::leading_time(line, year).map(|t| (if t.zoned { t.secs } else { t.secs - local_offset }) >= cutoff)
-        };
-        files::tail_offset(&mut f, len, &recent, MAX_BACK)?
-    };
+    let offset = window_start(path, cutoff, local_offset)?;
     f.seek(SeekFrom::Start(offset))?;
     let source = if offset == 0 { name.to_string() } else { format!("{name} (from byte {offset})") };
     let mut found = Vec::new();

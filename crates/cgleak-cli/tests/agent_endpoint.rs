@@ -34,12 +34,16 @@ impl Drop for Agent {
 }
 
 fn spawn_agent(f: &Fixture, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+    spawn_agent_every(f, state, "1s", extra, env)
+}
+
+fn spawn_agent_every(f: &Fixture, state: &Path, interval: &str, extra: &[&str], env: &[(&str, &str)]) -> Agent {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cgleak"));
     cmd.arg("--host-root")
         .arg(f.root())
-        .args(["agent", "--interval", "1s", "--listen", &listen, "--state-dir"])
+        .args(["agent", "--interval", interval, "--listen", &listen, "--state-dir"])
         .arg(state)
         .args(extra)
         .envs(env.iter().copied())
@@ -288,28 +292,78 @@ fn kubelet_line(ago: u64) -> String {
     )
 }
 
+/// The agent follows its logs: with a census once an hour, a line appended to the syslog
+/// and one in the file that replaced it at rotation can only be seen by following it.
+/// Lines older than the agent's hour are left out, and each incident is counted once.
 #[test]
-fn agent_counts_log_incidents_once_each_and_follows_new_ones() {
+fn agent_follows_logs_across_rotation_and_counts_each_incident_once() {
     let f = cgleak_fixtures::debian_6_1_v2();
     let syslog = f.root().join("var/log/syslog");
     fs::create_dir_all(syslog.parent().unwrap()).unwrap();
-    fs::write(&syslog, format!("{}\n", kubelet_line(120))).unwrap();
+    fs::write(&syslog, format!("{}\n{}\n", kubelet_line(7200), kubelet_line(120))).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let a = spawn_agent(&f, state.path(), &[], &[("TZ", "UTC")]);
+    let a = spawn_agent_every(&f, state.path(), "1h", &[], &[("TZ", "UTC")]);
     let series = "cgleak_log_incidents_total{kind=\"memcg_create_failed\",component=\"kubelet\",errno=\"ENOSPC\"}";
-    let text = wait_for("the first incident", Duration::from_secs(30), || {
-        get(a.port, "/metrics").map(|(_, b)| b).filter(|b| b.contains(&format!("{series} 1\n")))
-    });
+    let count_is = |n: u32| {
+        let want = format!("{series} {n}\n");
+        move || get(a.port, "/metrics").map(|(_, b)| b).filter(|b| b.contains(&want))
+    };
+    // Two hours ago is outside the window: only the line of two minutes ago counts.
+    let text = wait_for("the incident of two minutes ago", Duration::from_secs(30), count_is(1));
     promtool_check(&text);
-    // Read again at the next pass: still counted once. A new line is counted when it comes.
     fs::OpenOptions::new().append(true).open(&syslog).unwrap().write_all(format!("{}\n", kubelet_line(0)).as_bytes()).unwrap();
-    wait_for("the appended incident", Duration::from_secs(40), || {
-        get(a.port, "/metrics").map(|(_, b)| b).filter(|b| b.contains(&format!("{series} 2\n")))
-    });
-    std::thread::sleep(Duration::from_secs(11));
+    wait_for("the appended incident", Duration::from_secs(30), count_is(2));
+    // Rotation: the file moves away and a new one takes its name.
+    fs::rename(&syslog, syslog.with_file_name("syslog.1")).unwrap();
+    fs::write(&syslog, format!("{}\n", kubelet_line(0).replace("kubelet[811]", "kubelet[812]"))).unwrap();
+    wait_for("the incident in the rotated-in file", Duration::from_secs(30), count_is(3));
+    std::thread::sleep(Duration::from_secs(2));
     let text = get(a.port, "/metrics").unwrap().1;
-    assert!(text.contains(&format!("{series} 2\n")), "counted once each:\n{text}");
-    stop(a);
+    assert!(text.contains(&format!("{series} 3\n")), "counted once each:\n{text}");
+    let err = stop(a);
+    assert!(err.contains("following logs:") && err.contains("/var/log/syslog"), "{err}");
+}
+
+/// Sources that end or are not there yet: a stand-in journalctl that prints one recent
+/// entry and exits is started again (after the 5 s backoff) and its entry still counted
+/// once; a syslog file that appears while the agent runs is followed from then on.
+#[test]
+fn agent_restarts_ended_sources_and_picks_up_new_files() {
+    let f = cgleak_fixtures::debian_6_1_v2();
+    fs::create_dir_all(f.root().join("var/log/journal")).unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+    let line = kubelet_line(30);
+    let message = line.split_once("kubelet[811]: ").unwrap().1;
+    let entry = serde_json::json!({
+        "__REALTIME_TIMESTAMP": now_us.to_string(), "_HOSTNAME": "node-1", "SYSLOG_IDENTIFIER": "kubelet",
+        "_COMM": "kubelet", "_PID": "811", "_SYSTEMD_UNIT": "kubelet.service", "MESSAGE": message,
+    });
+    let (entry_file, runs) = (tools.path().join("entry.json"), tools.path().join("runs"));
+    fs::write(&entry_file, format!("{entry}\n")).unwrap();
+    let journalctl = tools.path().join("journalctl");
+    fs::write(&journalctl, format!("#!/bin/sh\necho \"$*\" >> '{}'\ncat '{}'\n", runs.display(), entry_file.display())).unwrap();
+    fs::set_permissions(&journalctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap_or_default());
+    let state = tempfile::tempdir().unwrap();
+    let a = spawn_agent_every(&f, state.path(), "1h", &[], &[("TZ", "UTC"), ("PATH", &path)]);
+    let series = "cgleak_log_incidents_total{kind=\"memcg_create_failed\",component=\"kubelet\",errno=\"ENOSPC\"}";
+    let count_is = |n: u32| {
+        let want = format!("{series} {n}\n");
+        move || get(a.port, "/metrics").map(|(_, b)| b).filter(|b| b.contains(&want))
+    };
+    wait_for("the journald incident", Duration::from_secs(30), count_is(1));
+    let started = |n: usize| move || fs::read_to_string(&runs).ok().filter(|t| t.lines().count() >= n);
+    let args = wait_for("journalctl started again after it ended", Duration::from_secs(30), started(2));
+    assert!(args.lines().all(|l| l.contains("--follow") && l.contains("--since=@")), "{args}");
+    std::thread::sleep(Duration::from_secs(1));
+    let text = get(a.port, "/metrics").unwrap().1;
+    assert!(text.contains(&format!("{series} 1\n")), "the repeated entry is counted once:\n{text}");
+    // A log file that was not there at start.
+    fs::write(f.root().join("var/log/syslog"), format!("{}\n", kubelet_line(0))).unwrap();
+    wait_for("the incident in the new syslog file", Duration::from_secs(30), count_is(2));
+    let err = stop(a);
+    assert!(err.contains("journald: ended; trying again in 5s"), "{err}");
 }
 
 #[test]

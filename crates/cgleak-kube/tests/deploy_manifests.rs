@@ -336,6 +336,9 @@ struct Expect {
 const ALERTS: [&str; 5] = ["MemcgHeadroomLow", "MemcgExhausted", "MemcgExhaustionForecast", "MemcgDyingHigh", "MemcgCreateFailures"];
 
 /// The host paths the agent reads, where it reads them, and whether fix actions write them.
+/// The agent's `--state-dir`: the host's own directory, mounted at the same path.
+const STATE_DIR: &str = "/var/lib/cgleak";
+
 const HOST_MOUNTS: [(&str, &str, bool); 5] = [
     ("/proc", "/host/proc", true),
     ("/sys", "/host/sys", true),
@@ -398,7 +401,17 @@ fn check_contract(m: &Manifests, e: &Expect, what: &str) {
         let want_ro = !(e.fix && fix_writes);
         assert_eq!(mount.read_only, Some(want_ro), "{what}: {host} mounted read-only: {want_ro}");
     }
-    for vm in mounts {
+    // The agent's own state on the node, at the path of --state-dir: writable, and kept.
+    assert!(follows(args, "--state-dir", STATE_DIR), "{what}: --state-dir {STATE_DIR} in {args:?}");
+    let state = volumes
+        .iter()
+        .find(|v| v.host_path.as_ref().is_some_and(|h| h.path == STATE_DIR))
+        .unwrap_or_else(|| panic!("{what}: no hostPath volume for the state directory {STATE_DIR}"));
+    assert_eq!(state.host_path.as_ref().unwrap().type_.as_deref(), Some("DirectoryOrCreate"), "{what}: {STATE_DIR}");
+    let state_mount = mounts.iter().find(|vm| vm.name == state.name).unwrap_or_else(|| panic!("{what}: {STATE_DIR} is not mounted"));
+    assert_eq!(state_mount.mount_path, STATE_DIR, "{what}");
+    assert_ne!(state_mount.read_only, Some(true), "{what}: the state directory must be writable");
+    for vm in mounts.iter().filter(|vm| vm.name != state.name) {
         assert!(vm.mount_path.starts_with("/host/"), "{what}: {} outside /host", vm.mount_path);
         let ro = vm.read_only == Some(true);
         let known = HOST_MOUNTS.iter().find(|(_, at, _)| *at == vm.mount_path).unwrap_or_else(|| panic!("{what}: unexpected mount {}", vm.mount_path));

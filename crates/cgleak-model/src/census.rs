@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use cgleak_readers::cgroupfs::{self, CgroupVisitor, ChildDir, WalkDir, WalkStats};
+use cgleak_readers::cgroupfs::{self, CgroupVisitor, ChildDir, WalkCache, WalkDir, WalkStats};
 use cgleak_readers::mountinfo::{CgroupLayout, CgroupMode, MemoryHierarchy};
 use cgleak_readers::procfs::{self, SwapInfo};
 use cgleak_readers::slab::{self, SlabDeadSummary, SlabNamingSeen};
@@ -257,6 +257,13 @@ pub fn take_census(host: &HostPaths) -> Result<Census, CensusError> {
 }
 
 pub fn census_with(host: &HostPaths, inputs: CensusInputs) -> Result<Census, CensusError> {
+    census_with_cache(host, inputs, None)
+}
+
+/// [`census_with`] for a census taken again and again (the agent's): `walk` remembers
+/// what each directory held, so unchanged directories are not listed next time
+/// (cgroupfs::walk_cached; the figures are the same as without it).
+pub fn census_with_cache(host: &HostPaths, inputs: CensusInputs, walk: Option<&mut WalkCache>) -> Result<Census, CensusError> {
     let CensusInputs { layout, memory, era } = inputs;
     let root = memory.mount.local.clone();
     let v1 = memory.version == 1;
@@ -270,7 +277,7 @@ pub fn census_with(host: &HostPaths, inputs: CensusInputs) -> Result<Census, Cen
         names: (!slab_scan.caches.is_empty()).then(HashSet::new),
         kmem: kmem_countable.then(|| Reservoir::new(KMEM_SAMPLE_SIZE)),
     };
-    let stats: WalkStats = cgroupfs::walk(&root, &mut visitor)?;
+    let stats: WalkStats = cgroupfs::walk_cached(&root, &mut visitor, walk)?;
 
     // v2 on 6.12+: the kernel's own count of live memcgs (root included, as measured in a 6.12 guest).
     let root_stat = if v1 { None } else { read_root_stat(&root)? };

@@ -5,8 +5,16 @@
 //! on 6.18), so a child whose nlink is 2 is a leaf and is never opened. Only
 //! directories with children are read, and a readdir stops as soon as it has seen
 //! as many subdirectories as the link count announced.
+//!
+//! A walk that is repeated (the agent's) can keep a [`WalkCache`] of the
+//! subdirectory names each listed directory had. A directory whose link count still
+//! announces that many subdirectories, and whose every remembered name still stats
+//! as a directory, has exactly those subdirectories (k distinct directories of k), so
+//! it is not listed again: listing a memcg directory reads its 30-odd control files
+//! too, which is half of a census (kernfs_fop_readdir, measured on 6.18). Any
+//! mismatch lists it as usual.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
@@ -38,9 +46,41 @@ impl ChildDir {
 
 /// A directory being walked: its place in the tree and a handle to read files in it.
 pub struct WalkDir<'a> {
-    fd: &'a OwnedFd,
+    handle: &'a DirHandle<'a>,
     /// Path components from the walk's root; empty at the root.
     pub components: &'a [CString],
+}
+
+/// A directory, opened, or reached through its parent's descriptor (a directory whose
+/// remembered subdirectories were found again needs no descriptor of its own).
+enum DirHandle<'p> {
+    Open(OwnedFd),
+    InParent { parent: &'p OwnedFd, name: &'p CStr },
+}
+
+impl DirHandle<'_> {
+    /// `file` in this directory, as a path relative to a descriptor.
+    fn at(&self, file: &CStr) -> (&OwnedFd, CString) {
+        match self {
+            DirHandle::Open(fd) => (fd, file.to_owned()),
+            DirHandle::InParent { parent, name } => {
+                let mut p = name.to_bytes().to_vec();
+                p.push(b'/');
+                p.extend_from_slice(file.to_bytes());
+                (parent, CString::new(p).expect("names from the kernel hold no NUL"))
+            }
+        }
+    }
+
+    /// A descriptor of the directory itself, opening it when needed.
+    fn open(self) -> io::Result<OwnedFd> {
+        match self {
+            DirHandle::Open(fd) => Ok(fd),
+            DirHandle::InParent { parent, name } => {
+                Ok(openat(parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+            }
+        }
+    }
 }
 
 impl WalkDir<'_> {
@@ -61,9 +101,11 @@ impl WalkDir<'_> {
         self.components.last().and_then(|c| std::str::from_utf8(c.as_bytes()).ok())
     }
 
-    /// Read a file of this directory, relative to its handle (no path lookup from /).
+    /// Read a file of this directory, relative to a directory handle (no path lookup from /).
     pub fn read_file(&self, name: &str) -> io::Result<String> {
-        read_at(self.fd, name)
+        let file = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let (fd, rel) = self.handle.at(&file);
+        read_at(fd, rel.as_c_str())
     }
 }
 
@@ -84,24 +126,60 @@ pub struct WalkStats {
     pub dirs: u64,
     /// Directories that were opened and listed.
     pub listed: u64,
+    /// Directories with subdirectories that were not listed: their names came from the
+    /// [`WalkCache`] and were each found again.
+    pub reused: u64,
     /// Directories that vanished while walked (ENOENT / ENODEV).
     pub gone: u64,
+}
+
+/// The subdirectory names of every directory the last walk looked into, for
+/// [`walk_cached`]: by a 64-bit hash of its path from the root (a collision can only make
+/// a remembered name not be found, and the directory listed), the names packed one
+/// after the other, each ending in NUL. Holds only what the last walk saw.
+#[derive(Debug, Default)]
+pub struct WalkCache {
+    dirs: HashMap<u64, Box<[u8]>>,
+}
+
+impl WalkCache {
+    /// Directories remembered.
+    pub fn len(&self) -> usize {
+        self.dirs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
 }
 
 /// Walk a cgroup tree from `root`. A missing or unreadable root is an error;
 /// anything below that vanishes meanwhile is counted in `gone`.
 pub fn walk(root: &Path, visitor: &mut dyn CgroupVisitor) -> Result<WalkStats> {
+    walk_cached(root, visitor, None)
+}
+
+/// [`walk`], reusing and then replacing what `cache` remembers of the last walk.
+pub fn walk_cached(root: &Path, visitor: &mut dyn CgroupVisitor, cache: Option<&mut WalkCache>) -> Result<WalkStats> {
     let fd = openat(CWD, root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| ReadError::io(root, e.into()))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| ReadError::io(root, e.into()))?;
+    let mut cache = cache;
     let mut w = Walker {
         stats: WalkStats { dirs: 1, ..Default::default() },
         buf: vec![MaybeUninit::uninit(); 16 * 1024],
         components: Vec::new(),
         error_at: None,
+        previous: cache.as_deref_mut().map(|c| std::mem::take(&mut c.dirs)).unwrap_or_default(),
+        next: cache.is_some().then(HashMap::new),
     };
     let subdirs = nlink_subdirs(st.st_nlink as u64);
-    w.dir(fd, subdirs, visitor).map_err(|e| {
+    let result = w.dir(DirHandle::Open(fd), subdirs, visitor);
+    // After a failed walk the cache stays empty: the next walk lists everything.
+    if let (Some(c), Some(next), true) = (cache, w.next.take(), result.is_ok()) {
+        c.dirs = next;
+    }
+    result.map_err(|e| {
         // Name the directory that failed, not the root of the walk.
         let mut p = root.to_path_buf();
         for c in w.error_at.take().unwrap_or_default() {
@@ -122,11 +200,60 @@ struct Walker {
     components: Vec<CString>,
     /// Where the first real (not "gone") error happened, relative to the root.
     error_at: Option<Vec<CString>>,
+    /// What the last walk saw (empty without a cache); entries are taken out as used.
+    previous: HashMap<u64, Box<[u8]>>,
+    /// What this walk saw: Some when walking with a cache.
+    next: Option<HashMap<u64, Box<[u8]>>>,
 }
 
 impl Walker {
-    fn dir(&mut self, fd: OwnedFd, subdirs: Option<u32>, visitor: &mut dyn CgroupVisitor) -> io::Result<()> {
-        let children = match self.list(&fd, subdirs) {
+    /// The current directory's key in the cache: a hash of its path from the root.
+    fn key(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        // DefaultHasher::new() has fixed keys: the same path hashes alike in every walk.
+        let mut h = DefaultHasher::new();
+        self.components.hash(&mut h);
+        h.finish()
+    }
+
+    /// The subdirectories of a directory whose link count announced `subdirs`:
+    /// remembered and found again, else listed (opening it if it was not yet open).
+    fn children<'p>(&mut self, handle: DirHandle<'p>, subdirs: Option<u32>) -> io::Result<(DirHandle<'p>, Vec<ChildDir>)> {
+        if self.next.is_none() {
+            let fd = handle.open()?;
+            let c = self.list(&fd, subdirs)?;
+            self.stats.listed += 1;
+            return Ok((DirHandle::Open(fd), c));
+        }
+        let key = self.key();
+        let remembered = match (subdirs, self.previous.remove(&key)) {
+            (Some(k), Some(names)) => found_again(&handle, &names, k)?.map(|c| (c, names)),
+            _ => None,
+        };
+        let (handle, children, names) = match remembered {
+            Some((c, names)) => {
+                self.stats.reused += 1;
+                (handle, c, names)
+            }
+            None => {
+                let fd = handle.open()?;
+                let c = self.list(&fd, subdirs)?;
+                self.stats.listed += 1;
+                let mut names = Vec::with_capacity(c.iter().map(|c| c.name.as_bytes_with_nul().len()).sum());
+                for child in &c {
+                    names.extend_from_slice(child.name.as_bytes_with_nul());
+                }
+                (DirHandle::Open(fd), c, names.into_boxed_slice())
+            }
+        };
+        if let Some(next) = self.next.as_mut() {
+            next.insert(key, names);
+        }
+        Ok((handle, children))
+    }
+
+    fn dir(&mut self, handle: DirHandle<'_>, subdirs: Option<u32>, visitor: &mut dyn CgroupVisitor) -> io::Result<()> {
+        let (handle, children) = match self.children(handle, subdirs) {
             Ok(c) => c,
             Err(e) => {
                 if !is_gone_io(&e) && self.error_at.is_none() {
@@ -135,33 +262,31 @@ impl Walker {
                 return Err(e);
             }
         };
-        self.stats.listed += 1;
         self.stats.dirs += children.len() as u64;
-        visitor.visit(&WalkDir { fd: &fd, components: &self.components }, &children);
+        visitor.visit(&WalkDir { handle: &handle, components: &self.components }, &children);
+        if children.iter().all(ChildDir::is_leaf) {
+            return Ok(());
+        }
+        let fd = match handle.open() {
+            Ok(fd) => fd,
+            Err(e) => {
+                if !is_gone_io(&e) && self.error_at.is_none() {
+                    self.error_at = Some(self.components.clone());
+                }
+                return Err(e);
+            }
+        };
         for c in children {
             if c.is_leaf() {
                 continue;
             }
-            match openat(&fd, c.name.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
-                Ok(child_fd) => {
-                    self.components.push(c.name);
-                    let r = self.dir(child_fd, c.subdirs, visitor);
-                    self.components.pop();
-                    match r {
-                        Ok(()) => {}
-                        Err(e) if is_gone_io(&e) => self.stats.gone += 1,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(e) if is_gone_io(&e.into()) => self.stats.gone += 1,
-                Err(e) => {
-                    if self.error_at.is_none() {
-                        let mut at = self.components.clone();
-                        at.push(c.name);
-                        self.error_at = Some(at);
-                    }
-                    return Err(e.into());
-                }
+            self.components.push(c.name.clone());
+            let r = self.dir(DirHandle::InParent { parent: &fd, name: c.name.as_c_str() }, c.subdirs, visitor);
+            self.components.pop();
+            match r {
+                Ok(()) => {}
+                Err(e) if is_gone_io(&e) => self.stats.gone += 1,
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -203,11 +328,33 @@ impl Walker {
     }
 }
 
+/// The `k` packed `names` as subdirectories of `dir`, or None as soon as one is not one
+/// any more (or their number is not `k`).
+fn found_again(dir: &DirHandle<'_>, names: &[u8], k: u32) -> io::Result<Option<Vec<ChildDir>>> {
+    let mut out = Vec::with_capacity(k as usize);
+    for name in names.split_inclusive(|b| *b == 0) {
+        let name = CStr::from_bytes_with_nul(name).expect("packed names end in NUL");
+        if out.len() == k as usize {
+            return Ok(None);
+        }
+        let (fd, rel) = dir.at(name);
+        match statat(fd, rel.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(s) if FileType::from_raw_mode(s.st_mode) == FileType::Directory => {
+                out.push(ChildDir { name: name.to_owned(), subdirs: nlink_subdirs(s.st_nlink) })
+            }
+            Ok(_) => return Ok(None),
+            Err(e) if is_gone_io(&e.into()) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((out.len() == k as usize).then_some(out))
+}
+
 fn is_dot(name: &CStr) -> bool {
     matches!(name.to_bytes(), b"." | b"..")
 }
 
-fn read_at(fd: &OwnedFd, name: &str) -> io::Result<String> {
+fn read_at(fd: &OwnedFd, name: &CStr) -> io::Result<String> {
     use std::io::Read;
     let f = openat(fd, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut file = std::fs::File::from(f);
@@ -358,6 +505,44 @@ mod tests {
         let e = walk(Path::new("/nonexistent/cgleak-root"), &mut ()).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/cgleak-root"));
         assert!(e.is_gone());
+    }
+
+    #[test]
+    fn a_cached_walk_skips_unchanged_directories_and_sees_every_change() {
+        let t = tempfile::tempdir().unwrap();
+        for p in ["kubepods/pod1/c1", "kubepods/pod1/c2", "kubepods/pod2/c3", "other"] {
+            mk(t.path(), p);
+        }
+        let mut cache = WalkCache::default();
+        let names = |cache: &mut WalkCache| {
+            let mut v = Names(Vec::new());
+            let s = walk_cached(t.path(), &mut v, Some(cache)).unwrap();
+            v.0.sort();
+            (s, v.0)
+        };
+        let (first, seen) = names(&mut cache);
+        assert_eq!((first.dirs, first.listed, first.reused), (8, 4, 0));
+        // Nothing changed: the same answer, no directory listed.
+        let (again, seen_again) = names(&mut cache);
+        assert_eq!((again.dirs, again.listed, again.reused), (8, 0, 4));
+        assert_eq!(seen_again, seen);
+        // A container replaced (same count, another name): pod1 is listed again.
+        fs::remove_dir_all(t.path().join("kubepods/pod1/c2")).unwrap();
+        mk(t.path(), "kubepods/pod1/c9");
+        let (s, seen) = names(&mut cache);
+        assert_eq!((s.dirs, s.listed, s.reused), (8, 1, 3));
+        assert!(seen.contains(&"kubepods/pod1/c9".to_string()) && !seen.contains(&"kubepods/pod1/c2".to_string()));
+        // A cgroup nested in a leaf that was never listed: its new link count shows it.
+        mk(t.path(), "kubepods/pod2/c3/nested");
+        let (s, seen) = names(&mut cache);
+        assert_eq!((s.dirs, s.listed, s.reused), (9, 1, 4));
+        assert!(seen.contains(&"kubepods/pod2/c3/nested".to_string()));
+        // A pod more: kubepods' link count changed, so it is listed.
+        mk(t.path(), "kubepods/pod3");
+        let (s, _) = names(&mut cache);
+        assert_eq!((s.dirs, s.listed), (10, 1));
+        // The plain walk agrees with the cached one.
+        assert_eq!(walk(t.path(), &mut ()).unwrap().dirs, 10);
     }
 
     #[test]

@@ -102,14 +102,24 @@ pub fn reference_year(path: &Path) -> i32 {
     super::clock::year_of(secs)
 }
 
-/// Read `path` to its end, then keep reading what is appended, until `stop()`.
-/// A file replaced by rotation (another inode at the path) or truncated is read
-/// again from its start, its lines numbered from 1.
-pub fn follow_file(path: &Path, source: &str, meta: &LineMeta, sink: &mut dyn LineSink, poll: Duration, stop: &dyn Fn() -> bool) -> io::Result<ScanStats> {
+/// The names of the live (not yet rotated) files among [`DEFAULT_LOG_GLOBS`]: the ones
+/// a follower keeps open.
+pub const LIVE_LOG_NAMES: [&str; 5] = ["messages", "syslog", "kern.log", "daemon.log", "kubelet.log"];
+
+/// Whether `path` is a live log file (not a rotated generation) of [`LIVE_LOG_NAMES`].
+pub fn is_live_log(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| LIVE_LOG_NAMES.contains(&n))
+}
+
+/// Read `path` from byte `start` (the start of a line) to its end, then keep reading
+/// what is appended, until `stop()`. A file replaced by rotation (another inode at the
+/// path) or truncated is read again from its start, its lines numbered from 1; lines
+/// read from `start` are numbered from 1 at `start`.
+pub fn follow_file(path: &Path, start: u64, source: &str, meta: &LineMeta, sink: &mut dyn LineSink, poll: Duration, stop: &dyn Fn() -> bool) -> io::Result<ScanStats> {
     use std::os::unix::fs::MetadataExt;
     let mut f = File::open(path)?;
     let mut ino = f.metadata()?.ino();
-    let mut pos: u64 = 0;
+    let mut pos: u64 = f.seek(SeekFrom::Start(start))?;
     let mut s = LineSplitter::default();
     let mut total = ScanStats::default();
     loop {
@@ -360,8 +370,21 @@ mod tests {
             n >= 4
         };
         let mut sink = Collect::new("hit");
-        follow_file(&p, "kubelet.log", &LineMeta::default(), &mut sink, Duration::from_millis(1), &stop).unwrap();
+        follow_file(&p, 0, "kubelet.log", &LineMeta::default(), &mut sink, Duration::from_millis(1), &stop).unwrap();
         let got: Vec<(u64, String)> = sink.got.iter().map(|(n, t)| (*n, String::from_utf8_lossy(t).into_owned())).collect();
         assert_eq!(got, vec![(1, "1 hit".into()), (3, "3 hit".into()), (4, "4 hit (no newline yet)".into()), (1, "new 1 hit".into())]);
+    }
+
+    #[test]
+    fn follow_can_start_mid_file_and_live_names_are_known() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("syslog");
+        fs::write(&p, b"old hit\nnew hit\n").unwrap();
+        let mut sink = Collect::new("hit");
+        follow_file(&p, 8, "syslog", &LineMeta::default(), &mut sink, Duration::from_millis(1), &|| true).unwrap();
+        let got: Vec<(u64, String)> = sink.got.iter().map(|(n, t)| (*n, String::from_utf8_lossy(t).into_owned())).collect();
+        assert_eq!(got, vec![(1, "new hit".into())]);
+        assert!(is_live_log(Path::new("/var/log/syslog")) && is_live_log(Path::new("/host/var/log/kubelet.log")));
+        assert!(!is_live_log(Path::new("/var/log/syslog.1")) && !is_live_log(Path::new("/var/log/messages-20231222.gz")));
     }
 }
