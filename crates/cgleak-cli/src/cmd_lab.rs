@@ -123,24 +123,7 @@ fn nonzero(d: Duration, s: &str) -> Result<Duration, String> {
 }
 
 /// "25s", "1m30s", "2h": a duration as a user would write it.
-fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
+pub use cgleak_actions::human_duration;
 
 pub fn run(g: &GlobalArgs, a: &LabArgs) -> Result<u8, Failure> {
     let host = g.host()?;

@@ -2,6 +2,7 @@
 
 mod cmd_agent;
 mod cmd_check;
+mod cmd_fix;
 mod cmd_lab;
 mod cmd_logs;
 mod cmd_probe;
@@ -25,6 +26,8 @@ Exit codes:
   2   usage error (bad flag or value)
   3   at_risk or leaking (check); incidents found (logs)
   4   exhausted: no memcg ID left (check; probe when mkdir fails for lack of IDs)
+  5   fix: refused, nothing changed (a kubelet runs, rate limit, unfinished fix, not confirmed)
+  75  fix: another fixer holds the lock (or use --wait)
   77  not permitted (run as root, or mount the host with --host-root)
   130 interrupted by SIGINT or SIGTERM (probe cleans up first)
 
@@ -33,6 +36,7 @@ Examples:
   cgleak check --output json          verdict, findings and remedies as JSON
   cgleak probe --count 500            prove 500 memcgs can still be created
   cgleak logs                         failed memcg creations in the host's logs
+  cgleak fix gc                       the plan to remove orphaned pod cgroups (--apply does it)
   cgleak --host-root /host status     from a container with the host's / at /host";
 
 #[derive(Parser, Debug)]
@@ -115,6 +119,18 @@ which `status` and `check` read for the exhaustion forecast. Stops on SIGINT or 
 Examples:\n  cgleak agent\n  cgleak agent --interval 1m --listen 0.0.0.0:9977\n  \
 cgleak --host-root /host agent --listen 0.0.0.0:9977 --kubernetes --taint --taint-headroom-below 3277")]
     Agent(cmd_agent::AgentArgs),
+    /// Apply a remedy: reclaim, gc, migrate, nokmem, reboot. Plans first; --apply executes under a crash-safe journal.
+    #[command(after_help = "Without --apply a fix prints its plan (every cgroup it touches, every file it writes, \
+what it expects to gain) and changes nothing. With --apply (and --yes, or a yes at the prompt) it runs the plan's \
+steps, journaled in <state-dir>/fix-journal.jsonl (fsync'd intent before each step, completion after), under an \
+exclusive lock (<state-dir>/fix.lock). After a crash or kill, `cgleak fix --resume` finishes the fix, or with \
+--rollback undoes it where it can be undone; no new fix starts while one is unfinished.\n\n\
+Exit codes: 0 done (or the plan shown), 1 a step failed (rolled back, or unfinished: see --resume), 2 usage, \
+5 refused (nothing changed), 75 another fixer runs, 77 not permitted, 130 interrupted (rolled back or finished first).\n\n\
+Examples:\n  cgleak fix gc\n  cgleak fix gc --apply --yes\n  cgleak fix reclaim --apply\n  \
+cgleak fix migrate --cgroup kubepods --apply --yes\n  cgleak fix nokmem --output json\n  cgleak fix reboot --apply --yes\n  \
+cgleak fix --resume --yes\n  cgleak fix --resume --rollback")]
+    Fix(cmd_fix::FixArgs),
 }
 
 impl GlobalArgs {
@@ -147,6 +163,7 @@ fn main() -> ExitCode {
         Command::Lab(a) => cmd_lab::run(&cli.global, a),
         Command::Logs(a) => cmd_logs::run(&cli.global, a),
         Command::Agent(a) => cmd_agent::run(&cli.global, a),
+        Command::Fix(a) => cmd_fix::run(&cli.global, a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

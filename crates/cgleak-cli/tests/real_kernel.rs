@@ -14,7 +14,6 @@ mod common;
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use common::kernel::*;
+use common::runc::{make_bundle, make_rootfs};
 
 const MIB: u64 = 1 << 20;
 
@@ -265,27 +265,6 @@ impl Drop for RuncContainer {
     }
 }
 
-/// A busybox root filesystem and a runc bundle whose cgroup is `cgroups_path`.
-fn make_bundle(runc: &Path, busybox: &Path, bundle: &Path, cgroups_path: &str) {
-    let rootfs = bundle.join("rootfs");
-    for d in ["bin", "proc", "dev", "sys", "tmp"] {
-        fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    fs::copy(busybox, rootfs.join("bin/busybox")).unwrap_or_else(|e| panic!("copy {}: {e}", busybox.display()));
-    for applet in ["sh", "sleep"] {
-        symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    let out = Command::new(runc).arg("spec").current_dir(bundle).stdin(Stdio::null()).output().expect("running runc spec");
-    assert!(out.status.success(), "runc spec: {}", describe(&out));
-    let path = bundle.join("config.json");
-    let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).expect("runc spec wrote JSON");
-    config["process"]["args"] = json!(["/bin/sleep", "1000"]);
-    config["process"]["terminal"] = json!(false);
-    config["root"]["readonly"] = json!(true);
-    config["linux"]["cgroupsPath"] = json!(cgroups_path);
-    fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-}
-
 /// A status whose kubepods roots are exactly `ours` (None: no kubepods tree at all).
 /// Another test suite on this host may keep a kubepods tree of its own for a while:
 /// the exact pod counts below are taken only once it is gone.
@@ -339,7 +318,9 @@ fn real_kernel_runc_pod_then_orphan() {
 
     let work = tmp_dir("cgleak-test-runc-");
     let bundle = work.path().join("bundle");
-    make_bundle(&runc, busybox, &bundle, &cgroups_path);
+    let rootfs = bundle.join("rootfs");
+    make_rootfs(busybox, &rootfs);
+    make_bundle(&runc, &rootfs, &bundle, &cgroups_path, &["/bin/sleep", "1000"], None);
     let kubelet_root = work.path().join("kubelet");
     let pod_dir = kubelet_root.join("pods").join(&uid);
     fs::create_dir_all(&pod_dir).unwrap();

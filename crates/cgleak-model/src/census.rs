@@ -489,8 +489,9 @@ fn kmem_activity(root: &Path, sample: Reservoir) -> (Option<u64>, Option<String>
     }
 }
 
-/// None: the cgroup vanished.
-fn is_kmem_active(dir: &Path) -> Option<bool> {
+/// Whether kmem accounting is on in the v1 memcg at `dir` (3.10, 4.0 .. 4.5: opt-in):
+/// kmem.usage_in_bytes above 0, or kmem.slabinfo with rows. None: the cgroup vanished.
+pub fn is_kmem_active(dir: &Path) -> Option<bool> {
     match cgroupfs::read_u64(&dir.join("memory.kmem.usage_in_bytes")) {
         Ok(u) if u > 0 => return Some(true),
         Ok(_) => {}

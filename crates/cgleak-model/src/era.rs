@@ -383,7 +383,7 @@ impl DyingCountMethod {
 }
 
 /// What v1 memory.move_charge_at_immigrate does (facts §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MoveCharge {
     /// Before 6.3: charges move with the mm owner.

@@ -5,6 +5,7 @@
 //! tree in a test. Errors carry the path they concern; a cgroup that vanished
 //! while it was read is not an error but [`ReadError::is_gone`].
 
+pub mod bootloader;
 pub mod cgroupfs;
 pub mod error;
 pub mod host;

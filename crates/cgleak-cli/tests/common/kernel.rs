@@ -408,13 +408,24 @@ pub fn spawn_writer_in(cg: &Path, file: &Path, bytes: u64) -> Child {
         .expect("this test needs `head` (coreutils) to write files");
     warm_once(&head);
     let out = preallocated(file, bytes);
-    let procs = CString::new(cg.join("cgroup.procs").as_os_str().as_bytes())
-        .expect("cgroup path without NUL");
     let mut cmd = Command::new(head);
-    cmd.args(["-c", &bytes.to_string(), "/dev/zero"])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(Stdio::inherit());
+    cmd.args(["-c", &bytes.to_string(), "/dev/zero"]).stdin(Stdio::null()).stdout(out).stderr(Stdio::inherit());
+    join_before_exec(&mut cmd, cg);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("starting a writer in {}: {e}", cg.display()))
+}
+
+/// `program args...` started in cgroup `cg` (it joins before exec), stdio to /dev/null.
+pub fn spawn_in(cg: &Path, program: &str, args: &[&str]) -> Child {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    join_before_exec(&mut cmd, cg);
+    cmd.spawn().unwrap_or_else(|e| panic!("starting {program} in {}: {e}", cg.display()))
+}
+
+/// Make the child move itself into `cg` (writing 0 to its cgroup.procs) before it execs.
+fn join_before_exec(cmd: &mut Command, cg: &Path) {
+    let procs = CString::new(cg.join("cgroup.procs").as_os_str().as_bytes()).expect("cgroup path without NUL");
     // SAFETY: the closure only calls open/write/close (async-signal-safe) on memory
     // prepared before fork.
     unsafe {
@@ -433,8 +444,6 @@ pub fn spawn_writer_in(cg: &Path, file: &Path, bytes: u64) -> Child {
             Ok(())
         });
     }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("starting a writer in {}: {e}", cg.display()))
 }
 
 /// Run `head` once from the test's own cgroup, so its pages are cached (and charged)
