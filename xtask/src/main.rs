@@ -61,7 +61,7 @@ struct VmtestArgs {
     /// v1 or v2 [default: every mode the kernel has: 6.1 v1 and v2, 6.12 v2, host as it is].
     #[arg(long, value_enum)]
     mode: Option<Mode>,
-    /// Scenarios to run [default: all that apply]: census, move-charge, runc, near-limit, exhaustion.
+    /// Scenarios to run [default: all that apply]: census, move-charge, runc, migrate, near-limit, exhaustion.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
     /// Build cgleak with this cargo profile (release is several times faster under TCG).
@@ -103,11 +103,14 @@ impl Mode {
     }
 }
 
-const ALL_SCENARIOS: [&str; 5] = ["census", "move-charge", "runc", "near-limit", "exhaustion"];
+const ALL_SCENARIOS: [&str; 6] = ["census", "move-charge", "runc", "migrate", "near-limit", "exhaustion"];
 /// Fill the memcg ID space: guests only (facts §7).
 const GUEST_ONLY: [&str; 2] = ["near-limit", "exhaustion"];
-/// Scenarios about v1-only files (memory.move_charge_at_immigrate, facts §5).
-const V1_ONLY: [&str; 1] = ["move-charge"];
+/// Scenarios about v1-only files (memory.move_charge_at_immigrate, facts §5) and the
+/// v1-only fix (migrate: kmem accounting in pod cgroups is a v1 problem, facts §3).
+const V1_ONLY: [&str; 2] = ["move-charge", "migrate"];
+/// Scenarios that run real runc containers (runc and busybox go into the initramfs).
+const RUNC_SCENARIOS: [&str; 2] = ["runc", "migrate"];
 
 /// One boot (or the host run) of the matrix.
 #[derive(Debug, Clone)]
@@ -209,7 +212,7 @@ fn vmtest(a: &VmtestArgs) -> Result<bool> {
     let started = Instant::now();
     let targets = plan(a)?;
     let guests = targets.iter().any(|t| t.kernel != "host");
-    ensure_host_tools(guests, targets.iter().any(|t| t.scenarios.iter().any(|s| s == "runc")))?;
+    ensure_host_tools(guests, targets.iter().any(|t| t.scenarios.iter().any(|s| RUNC_SCENARIOS.contains(&s.as_str()))))?;
     let bins = build(&a.profile)?;
     let work = bins.target_dir.join("vmtest");
     fs::create_dir_all(&work)?;
@@ -437,7 +440,7 @@ fn run_guest(t: &Target, a: &VmtestArgs, bins: &Bins, work: &Path, kernel: &kern
     let dir = work.join(format!("{}-{}", t.kernel, mode.as_str()));
     fs::create_dir_all(&dir)?;
     let initrd = dir.join("initramfs.cpio");
-    let want_runc = t.scenarios.iter().any(|s| s == "runc");
+    let want_runc = t.scenarios.iter().any(|s| RUNC_SCENARIOS.contains(&s.as_str()));
     fs::write(&initrd, initramfs(t, mode, bins, kernel, want_runc)?)?;
     let console = dir.join("console.log");
     let results = dir.join("results.log");
@@ -624,7 +627,8 @@ mod tests {
         assert_eq!(p[0].scenarios, ALL_SCENARIOS);
         assert_eq!(p[1].scenarios, ["census", "runc", "near-limit", "exhaustion"], "no v1-only scenario on v2");
         assert_eq!(p[2].scenarios, ["census", "runc", "near-limit", "exhaustion"]);
-        assert_eq!(p[3].scenarios, ["census", "move-charge", "runc"]);
+        assert_eq!(p[3].scenarios, ["census", "move-charge", "runc", "migrate"]);
+        assert!(plan(&args(&["6.12"], None, &["migrate"])).is_err(), "migrate needs v1");
         assert!(plan(&args(&["6.12"], None, &["move-charge"])).is_err(), "move-charge needs v1");
     }
 

@@ -394,3 +394,136 @@ fn real_kernel_fix_migrate_moves_a_task_that_forks_continuously() {
     assert!(!mirror.exists(), "mirror left: {}", mirror.display());
     drop(scratch);
 }
+
+const MIB: u64 = 1 << 20;
+
+/// Ten memcgs made dying by page cache of their files (as in the census test) are
+/// released by `fix reclaim` (sync, drop_caches 1); a second reclaim within
+/// --min-interval is refused with exit 5, and `--min-interval 0` lifts the limit.
+#[test]
+fn real_kernel_fix_reclaim_releases_dying_memcgs_and_keeps_its_rate_limit() {
+    let _serial = serial();
+    let mem = memory_mount();
+    assert_eq!(mem.version, 1, "this test drops the page cache to release v1 dying memcgs; memory is on cgroup2 at {}", mem.mount_point.display());
+    let root = mem.mount_point.clone();
+    let files = tempfile::Builder::new().prefix("cgleak-test-reclaim-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    assert_not_tmpfs(files.path());
+    let scratch = ScratchCgroup::create_in_memory("reclaim");
+    let children: Vec<PathBuf> = (0..10).map(|i| scratch.path().join(format!("d{i}"))).collect();
+    for c in &children {
+        fs::create_dir(c).unwrap();
+    }
+    let writers: Vec<Child> = children.iter().enumerate().map(|(i, c)| spawn_writer_in(c, &files.path().join(format!("f{i}")), 4 * MIB)).collect();
+    for mut w in writers {
+        assert!(w.wait().unwrap().success(), "a writer failed");
+    }
+    for c in &children {
+        assert!(memory_stat(c, "cache").unwrap_or(0) >= 4 * MIB, "{}: its page cache is not charged to it", c.display());
+    }
+    let k0 = KernelCount::read(&root);
+    for c in &children {
+        fs::remove_dir(c).unwrap_or_else(|e| panic!("rmdir {}: {e}", c.display()));
+    }
+    let k1 = KernelCount::read(&root);
+    assert!(k1.dying() >= k0.dying() + 10, "ten removed memcgs with page cache should be dying: before {k0:?}, after {k1:?}");
+
+    let state = state_dir();
+    let plan = run_ok(fix(&["reclaim"], state.path(), None), "reclaim plan");
+    assert!(plan["plan"]["steps"].as_array().is_some_and(|s| s.len() == 1), "one drop planned: {plan:#}");
+    assert!(!state.path().join("reclaim-last-drop").exists(), "the plan wrote the rate-limit stamp");
+    let v = run_ok(fix(&["reclaim", "--apply", "--yes"], state.path(), None), "reclaim");
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    let step = &v["result"]["details"]["steps"][0];
+    let released = step["released"].as_i64().unwrap_or_else(|| panic!("released per step: {v:#}"));
+    let k2 = KernelCount::read(&root);
+    assert!(released >= 10, "the drop released {released} dying memcgs, ours were 10: {v:#}");
+    assert!(k2.dying() + 10 <= k1.dying(), "the kernel still counts them: before the drop {k1:?}, after {k2:?}");
+    assert_eq!(step["dying_after"].as_u64(), Some(u64_at(&v, "/after/dying")), "{v:#}");
+    assert!(state.path().join("reclaim-last-drop").exists());
+
+    // The rate limit holds: applying again within the hour is refused, and says how to lift it.
+    let again = fix(&["reclaim", "--apply", "--yes"], state.path(), None).output().unwrap();
+    assert_eq!(again.status.code(), Some(5), "a second drop within --min-interval: {}", describe(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("--min-interval") && err.contains("next drop is allowed"), "{}", describe(&again));
+    let forced = fix(&["reclaim", "--apply", "--yes", "--min-interval", "0"], state.path(), None).output().unwrap();
+    assert_eq!(forced.status.code(), Some(0), "--min-interval 0: {}", describe(&forced));
+    let bad = fix(&["reclaim", "--min-interval", "soon"], state.path(), None).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--min-interval"), "{}", describe(&bad));
+    scratch.remove();
+}
+
+/// Orphaned pod cgroups (no task, no kubelet pod directory) go from the memory and the
+/// pids hierarchy, deepest first; a pod the kubelet knows, one with a task, and one
+/// whose task appears while the fixer is paused before its step are all kept.
+#[test]
+fn real_kernel_fix_gc_removes_orphans_in_every_hierarchy_and_skips_a_pod_that_gains_a_task() {
+    let _serial = serial();
+    memory_mount();
+    let mounts: Vec<CgroupMount> = cgroup_mounts().into_iter().filter(|m| m.version == 1 && (m.has("memory") || m.has("pids"))).collect();
+    assert_eq!(mounts.len(), 2, "this test needs v1 memory and pids hierarchies: {:?}", cgroup_mounts());
+    let scratch = ScratchCgroup::claim("gc");
+    let kubelet = tempfile::Builder::new().prefix("cgleak-test-kubelet-").tempdir().unwrap();
+    fs::create_dir_all(kubelet.path().join("pods")).unwrap();
+    let uid = |n: u32| format!("{n:08x}-1111-2222-3333-444455556666");
+    // (uid, QoS directory, containers): 1 and 2 orphans, 3 known to the kubelet,
+    // 4 with a task in its memory cgroup, 5 gains one while the fixer waits.
+    let pods = [(1, "burstable", 2), (2, "besteffort", 1), (3, "burstable", 1), (4, "besteffort", 1), (5, "burstable", 1)];
+    let pod_rel = |n: u32, qos: &str| PathBuf::from(format!("{}/kubepods/{qos}/pod{}", scratch.name, uid(n)));
+    for m in &mounts {
+        for (n, qos, containers) in pods {
+            for c in 0..containers {
+                fs::create_dir_all(m.mount_point.join(pod_rel(n, qos)).join(format!("{:064x}", c + 1))).unwrap();
+            }
+        }
+    }
+    fs::create_dir(kubelet.path().join("pods").join(uid(3))).unwrap();
+    let mem = memory_mount().mount_point;
+    let mut procs = Procs(vec![spawn_in(&mem.join(pod_rel(4, "besteffort")).join(format!("{:064x}", 1)), "sleep", &["100000"])]);
+    let k = kubelet.path().to_str().unwrap();
+
+    let plan = run_ok(fix(&["gc", "--kubelet-root-dir", k], state_dir().path(), None), "gc plan");
+    let steps = plan["plan"]["steps"].as_array().unwrap_or_else(|| panic!("{plan:#}")).clone();
+    assert_eq!(steps.len(), 3, "orphans 1, 2 and 5: {plan:#}");
+    for s in &steps {
+        for c in s["cgroups"].as_array().unwrap() {
+            assert!(c.as_str().unwrap().contains(&scratch.name), "the plan touches a cgroup outside the test's: {c}");
+        }
+    }
+    let first = &steps.iter().find(|s| s["title"].as_str().unwrap().contains(&uid(1))).expect("pod 1 planned")["cgroups"];
+    let p1 = format!("{}", mem.join(pod_rel(1, "burstable")).display());
+    let i1 = first.as_array().unwrap().iter().position(|c| c == &Value::from(p1.clone()));
+    let ic = first.as_array().unwrap().iter().position(|c| c.as_str().unwrap().starts_with(&format!("{p1}/")));
+    assert!(i1.is_some() && ic.is_some() && ic < i1, "containers before their pod (deepest first): {first:#}");
+    let step5 = steps.iter().position(|s| s["title"].as_str().unwrap().contains(&uid(5))).expect("pod 5 planned") + 1;
+
+    let state = state_dir();
+    let mut fixer = fix(&["gc", "--kubelet-root-dir", k, "--apply", "--yes", "--output", "json"], state.path(), Some(&format!("before:{step5}:stop")))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(&mut fixer);
+    let c5 = mem.join(pod_rel(5, "burstable")).join(format!("{:064x}", 1));
+    procs.0.push(spawn_in(&c5, "sleep", &["100000"]));
+    assert!(poll(Duration::from_secs(10), Duration::from_millis(10), || (!fs::read_to_string(c5.join("tasks")).ok()?.trim().is_empty()).then_some(())).is_some());
+    cont(&fixer);
+    let out = output_of(fixer);
+    assert_eq!(out.status.code(), Some(0), "gc: {}", describe(&out));
+    let v = json_of(&out);
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    assert_eq!(v["result"]["details"]["pods_removed"], 2, "{v:#}");
+    assert_eq!(v["result"]["details"]["pods_skipped"], 1, "{v:#}");
+    let s5 = &v["result"]["steps"][step5 - 1];
+    assert_eq!(s5["status"], "skipped", "{v:#}");
+    assert!(s5["detail"].as_str().unwrap().contains("a task is in"), "{v:#}");
+    for m in &mounts {
+        for (n, qos, _) in pods {
+            let d = m.mount_point.join(pod_rel(n, qos));
+            assert_eq!(d.exists(), n >= 3, "pod {n} in {} after gc", m.mount_point.display());
+        }
+    }
+    drop(procs);
+    drop(scratch);
+}

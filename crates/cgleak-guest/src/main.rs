@@ -83,6 +83,7 @@ pub enum Scenario {
     Census,
     MoveCharge,
     Runc,
+    Migrate,
     NearLimit,
     Exhaustion,
 }
@@ -93,6 +94,7 @@ impl Scenario {
             Scenario::Census => "census",
             Scenario::MoveCharge => "move-charge",
             Scenario::Runc => "runc",
+            Scenario::Migrate => "migrate",
             Scenario::NearLimit => "near-limit",
             Scenario::Exhaustion => "exhaustion",
         }

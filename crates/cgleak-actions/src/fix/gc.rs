@@ -22,7 +22,7 @@ use cgleak_readers::kubelet::read_pod_uids;
 use cgleak_readers::HostPaths;
 
 use super::journal::{FixJournal, Outcome};
-use super::{plan_from_journal, ApplyReport, FixError, FixHost, FixProgress, PlanView, StepRunner};
+use super::{plan_from_journal, ApplyReport, FixError, FixHost, FixProgress, PlanView, StepRunner, StepStatus};
 use crate::cgroup_tree::subtree_dirs;
 
 pub const ACTION: &str = "gc";
@@ -167,10 +167,10 @@ pub fn run(journal: FixJournal, cancel: &AtomicBool, progress: &mut dyn FnMut(Fi
         if let Err(e) = res {
             return Ok(r.stop_unfinished(e, json!({ "removed": removed, "skipped": skipped })));
         }
-        match r.steps.last() {
-            Some(s) if s.detail.starts_with("skipped") => skipped += 1,
-            Some(_) => removed += 1,
-            None => {}
+        match r.steps.last().map(|s| s.status) {
+            Some(StepStatus::Skipped) => skipped += 1,
+            Some(StepStatus::Done) => removed += 1,
+            _ => {}
         }
     }
     let outcome = if r.interrupted { Outcome::Aborted } else { Outcome::Completed };

@@ -208,8 +208,10 @@ impl<'a> StepRunner<'a> {
         self.journal.intent(step).map_err(|e| e.to_string())?;
         match f(&mut *self.progress) {
             Ok((detail, result)) => {
+                // A step that found on the live tree that it must not act reports a skip.
+                let status = if result.get("skipped").is_some() { StepStatus::Skipped } else { StepStatus::Done };
                 self.journal.done(step, result).map_err(|e| e.to_string())?;
-                self.steps.push(StepReport { step, title, status: StepStatus::Done, detail });
+                self.steps.push(StepReport { step, title, status, detail });
                 Ok(())
             }
             Err(e) => {

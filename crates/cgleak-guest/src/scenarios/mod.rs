@@ -3,6 +3,7 @@
 
 mod census;
 mod fill;
+mod migrate;
 mod move_charge;
 mod runc;
 
@@ -25,6 +26,7 @@ pub fn run(s: Scenario, ctx: &Ctx, state: &mut State, o: &mut Outcome) -> Result
         Scenario::Census => census::run(ctx, o),
         Scenario::MoveCharge => move_charge::run(ctx, o),
         Scenario::Runc => runc::run(ctx, o),
+        Scenario::Migrate => migrate::run(ctx, o),
         Scenario::NearLimit => fill::near_limit(ctx, state, o),
         Scenario::Exhaustion => fill::exhaustion(ctx, state, o),
     }

@@ -44,21 +44,61 @@ const PODS: [Pod; 4] = [
 ];
 
 /// Kills and deletes the containers, then removes the scratch tree from every hierarchy.
-struct Cleanup {
+pub(super) struct Cleanup {
     runc: PathBuf,
-    state: PathBuf,
-    containers: Vec<String>,
+    pub state: PathBuf,
+    pub containers: Vec<String>,
     scratch: String,
     hierarchies: Vec<PathBuf>,
     done: bool,
 }
 
 impl Cleanup {
-    fn runc(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+    /// Containers with runc state in `state`, cgroups under `/<scratch>` in every hierarchy.
+    pub fn new(ctx: &Ctx, state: &Path, scratch: &str) -> Result<Cleanup> {
+        fs::create_dir_all(state)?;
+        let hierarchies: Vec<PathBuf> = CgroupLayout::discover(&HostPaths::new("/"))?.all().map(|m| m.local.clone()).collect();
+        Ok(Cleanup { runc: ctx.runc.clone(), state: state.to_path_buf(), containers: Vec::new(), scratch: scratch.to_string(), hierarchies, done: false })
+    }
+
+    pub fn runc(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
         Command::new(&self.runc).arg("--root").arg(&self.state).args(args).stdin(Stdio::null()).output()
     }
 
-    fn delete(&self, id: &str) -> Result<()> {
+    /// `runc run -d` container `id` in `cgroups_path` (with a memory limit if given),
+    /// its bundle under `work/bundles`; recorded for cleanup before it is known to run.
+    pub fn start(&mut self, ctx: &Ctx, work: &Path, rootfs: &Path, id: &str, cgroups_path: &str, limit: Option<u64>) -> Result<()> {
+        let bundle = work.join("bundles").join(id);
+        fs::create_dir_all(&bundle)?;
+        fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&oci_config(rootfs, cgroups_path, limit))?)?;
+        let mut args = vec!["run", "-d"];
+        // The guest's root is the initramfs, which pivot_root(2) cannot leave.
+        if ctx.env == Env::Guest {
+            args.push("--no-pivot");
+        }
+        // A file, not a pipe: the detached container inherits runc's stdio and keeps it open.
+        let log = bundle.join("runc.log");
+        let st = Command::new(&self.runc)
+            .arg("--root")
+            .arg(&self.state)
+            .args(&args)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log)?)
+            .stderr(fs::File::create(bundle.join("runc.err"))?)
+            .status()
+            .context("run runc")?;
+        self.containers.push(id.to_string());
+        if !st.success() {
+            let err = fs::read_to_string(bundle.join("runc.err")).unwrap_or_default();
+            bail!("runc run {id} (cgroupsPath {cgroups_path}): {}", err.trim());
+        }
+        Ok(())
+    }
+
+    pub fn delete(&self, id: &str) -> Result<()> {
         let _ = self.runc(&["kill", id, "KILL"]);
         // delete -f kills what is left and waits for it.
         let out = self.runc(&["delete", "-f", id])?;
@@ -68,7 +108,8 @@ impl Cleanup {
         Ok(())
     }
 
-    fn run(&mut self) -> Vec<String> {
+    /// Delete every container and remove the scratch tree; what could not be is returned.
+    pub fn run(&mut self) -> Vec<String> {
         self.done = true;
         let mut left = Vec::new();
         for id in self.containers.clone() {
@@ -97,40 +138,52 @@ impl Drop for Cleanup {
     }
 }
 
-pub fn run(ctx: &Ctx, o: &mut Outcome) -> Result<()> {
-    let version = Command::new(&ctx.runc).arg("--version").output();
-    let version = match version {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string(),
+/// runc's version line, or a failed check in `o` when it does not run here.
+pub(super) fn runc_version(ctx: &Ctx, o: &mut Outcome) -> Option<String> {
+    match Command::new(&ctx.runc).arg("--version").output() {
+        Ok(out) if out.status.success() => {
+            let v = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string();
+            o.measure("runc", v.clone());
+            Some(v)
+        }
         _ => {
             o.that(&format!("runc ({}) runs here", ctx.runc.display()), false, "not found or not runnable");
-            return Ok(());
+            None
         }
-    };
-    o.measure("runc", version);
-    let busybox = ctx.busybox.clone().context("--busybox (a static busybox for the container root) is needed")?;
-    let pid = std::process::id();
-    let work = ctx.data_dir.join(format!("cgleak-runc-{pid}"));
-    let r = containers(ctx, o, &work, &busybox, pid);
-    let _ = fs::remove_dir_all(&work);
-    r
+    }
 }
 
-fn containers(ctx: &Ctx, o: &mut Outcome, work: &Path, busybox: &Path, pid: u32) -> Result<()> {
-    let guest = ctx.env == Env::Guest;
+/// A read-only busybox root filesystem under `work`.
+pub(super) fn make_rootfs(ctx: &Ctx, work: &Path) -> Result<PathBuf> {
+    let busybox = ctx.busybox.clone().context("--busybox (a static busybox for the container root) is needed")?;
     let rootfs = work.join("rootfs");
     for d in ["bin", "proc", "dev", "sys", "tmp"] {
         fs::create_dir_all(rootfs.join(d))?;
     }
-    fs::copy(busybox, rootfs.join("bin/busybox")).with_context(|| format!("copy {}", busybox.display()))?;
+    fs::copy(&busybox, rootfs.join("bin/busybox")).with_context(|| format!("copy {}", busybox.display()))?;
+    Ok(rootfs)
+}
+
+pub fn run(ctx: &Ctx, o: &mut Outcome) -> Result<()> {
+    if runc_version(ctx, o).is_none() {
+        return Ok(());
+    }
+    let pid = std::process::id();
+    let work = ctx.data_dir.join(format!("cgleak-runc-{pid}"));
+    let r = containers(ctx, o, &work, pid);
+    let _ = fs::remove_dir_all(&work);
+    r
+}
+
+fn containers(ctx: &Ctx, o: &mut Outcome, work: &Path, pid: u32) -> Result<()> {
+    let guest = ctx.env == Env::Guest;
+    let rootfs = make_rootfs(ctx, work)?;
     let kubelet = work.join("kubelet");
     for p in PODS.iter().filter(|p| p.known) {
         fs::create_dir_all(kubelet.join("pods").join(p.uid))?;
     }
-    let state = work.join("state");
-    fs::create_dir_all(&state)?;
     let scratch = format!("cgleak-test-{pid}-runc");
-    let hierarchies: Vec<PathBuf> = CgroupLayout::discover(&HostPaths::new("/"))?.all().map(|m| m.local.clone()).collect();
-    let mut cleanup = Cleanup { runc: ctx.runc.clone(), state: state.clone(), containers: Vec::new(), scratch: scratch.clone(), hierarchies, done: false };
+    let mut cleanup = Cleanup::new(ctx, &work.join("state"), &scratch)?;
 
     let kubelet_arg = kubelet.display().to_string();
     let status = |o: &mut Outcome| -> Result<Value> {
@@ -155,33 +208,7 @@ fn containers(ctx: &Ctx, o: &mut Outcome, work: &Path, busybox: &Path, pid: u32)
                 path.push_str(&format!("/{}", pod.qos));
             }
             path.push_str(&format!("/pod{}/{id}", pod.uid));
-            let bundle = work.join("bundles").join(&id);
-            fs::create_dir_all(&bundle)?;
-            fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&oci_config(&rootfs, &path))?)?;
-            let mut args = vec!["run", "-d"];
-            // The guest's root is the initramfs, which pivot_root(2) cannot leave.
-            if guest {
-                args.push("--no-pivot");
-            }
-            // A file, not a pipe: the detached container inherits runc's stdio and keeps it open.
-            let log = bundle.join("runc.log");
-            let st = Command::new(&ctx.runc)
-                .arg("--root")
-                .arg(&state)
-                .args(&args)
-                .arg("--bundle")
-                .arg(&bundle)
-                .arg(&id)
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(&log)?)
-                .stderr(fs::File::create(bundle.join("runc.err"))?)
-                .status()
-                .context("run runc")?;
-            cleanup.containers.push(id.clone());
-            if !st.success() {
-                let err = fs::read_to_string(bundle.join("runc.err")).unwrap_or_default();
-                bail!("runc run {id} (cgroupsPath {path}): {}", err.trim());
-            }
+            cleanup.start(ctx, work, &rootfs, &id, &path, None)?;
             if !pod.deleted {
                 expected_dirs += 1;
             }
@@ -244,7 +271,11 @@ fn containers(ctx: &Ctx, o: &mut Outcome, work: &Path, busybox: &Path, pid: u32)
     Ok(())
 }
 
-fn oci_config(rootfs: &Path, cgroups_path: &str) -> Value {
+fn oci_config(rootfs: &Path, cgroups_path: &str, limit: Option<u64>) -> Value {
+    let resources = match limit {
+        Some(l) => json!({ "memory": { "limit": l } }),
+        None => json!({}),
+    };
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -263,6 +294,7 @@ fn oci_config(rootfs: &Path, cgroups_path: &str) -> Value {
         ],
         "linux": {
             "cgroupsPath": cgroups_path,
+            "resources": resources,
             "namespaces": [ { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" } ]
         }
     })
