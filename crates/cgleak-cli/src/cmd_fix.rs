@@ -17,9 +17,12 @@ use cgleak_model::census::{take_census, Census, CensusInputs};
 use cgleak_model::handoff::{reboot_decision, HandoffFacts};
 use cgleak_model::verdict::{check, NodeFacts};
 use cgleak_readers::kubelet::running_kubelet;
+use cgleak_readers::logs::journal::{JournalSource, Journalctl};
 use cgleak_readers::HostPaths;
 
+use crate::cmd_agent::stored_forecast;
 use crate::cmd_lab::parse_duration;
+use crate::cmd_logs::recent_incidents;
 use crate::cmd_status::census_failure;
 use crate::exit::{self, Failure};
 use crate::host_change::{cancel_on, require_root};
@@ -161,6 +164,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected bytes, e.g. 64M, 1G or 4096"))?;
     n.checked_mul(mult).filter(|b| *b > 0).ok_or_else(|| format!("{s:?}: must be between 1 byte and 16 EiB"))
 }
+
+/// How far back `fix reboot` looks for failed memcg creations in the logs: the default
+/// of `check --incidents-since`, so both come to the same reboot decision.
+const REBOOT_INCIDENTS_SECS: i64 = 3600;
 
 /// The census figures a fix is judged by.
 #[derive(Debug, Clone, Serialize)]
@@ -329,7 +336,14 @@ fn plan_action(fh: &FixHost, action: &FixAction, a: &FixArgs, census: &Census) -
             to_value(nokmem::plan(fh, &o).map(|(v, d)| (v, enc(&d))))
         }
         FixAction::Reboot(r) => {
-            let report = check(census.clone(), NodeFacts::read(&fh.host));
+            // Judged as `check --reboot-required` judges (with its defaults): with the
+            // stored forecast and the last hour of log incidents, without which a 3.10
+            // node, whose IDs in use cannot be counted, is never seen to be exhausted.
+            let mut node = NodeFacts::read(&fh.host);
+            node.forecast = stored_forecast(&a.state_dir);
+            let journal = Journalctl::for_host(&fh.host);
+            node.logs = recent_incidents(&fh.host, REBOOT_INCIDENTS_SECS, journal.as_ref().map(|j| j as &dyn JournalSource));
+            let report = check(census.clone(), node);
             let d = reboot_decision(&HandoffFacts::from_report(&report));
             let o = reboot::RebootOptions { sentinel: r.sentinel.clone(), force: r.force };
             let (v, p) = reboot::plan(fh, &o, d.required, &d.reason);

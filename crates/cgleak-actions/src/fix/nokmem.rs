@@ -9,7 +9,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 
@@ -236,7 +236,16 @@ pub fn plan(fh: &FixHost, o: &NokmemOptions) -> Result<(PlanView, NokmemPlan), F
     }
     let host = &fh.host;
     let setup = BootSetup::discover(host);
-    let backup_dir = o.state_dir.join(format!("nokmem-backup-{}", now_unix() as u64));
+    // A directory of its own: a fix that finds copies in its backup directory takes them
+    // for its originals (a resumed fix), so it must never reuse an earlier fix's.
+    let stamp = format!("nokmem-backup-{}", now_unix() as u64);
+    let mut backup_dir = o.state_dir.join(&stamp);
+    for n in 2.. {
+        if !backup_dir.exists() {
+            break;
+        }
+        backup_dir = o.state_dir.join(format!("{stamp}-{n}"));
+    }
     let mut view = PlanView::new(ACTION, format!("add {PARAM} to the kernel command line (effective at the next boot)"));
     let mut plan = NokmemPlan {
         bootloader: None,
@@ -252,7 +261,7 @@ pub fn plan(fh: &FixHost, o: &NokmemOptions) -> Result<(PlanView, NokmemPlan), F
     let Some(kind) = o.bootloader.or_else(|| detect(&setup)) else {
         view.refused = Some(format!(
             "no boot loader setup found under {} (no BLS entries in /boot/loader/entries, no grubby with a grub.cfg, no \
-             /etc/default/grub with update-grub or grub2-mkconfig): add {PARAM} to the kernel command line by hand",
+             /etc/default/grub with update-grub, grub2-mkconfig or grub-mkconfig): add {PARAM} to the kernel command line by hand",
             host.root().display()
         ));
         return Ok((view, plan));
@@ -338,7 +347,9 @@ pub fn plan(fh: &FixHost, o: &NokmemOptions) -> Result<(PlanView, NokmemPlan), F
     touched.dedup();
     for f in &touched {
         let mode = fs::metadata(f).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
-        let copy = f.exists().then(|| backup_dir.join(f.strip_prefix(host.root()).unwrap_or(f).strip_prefix("/").unwrap_or(f)));
+        // `<backup dir>/<host path>`: the host's name of the file, made relative.
+        let rel: PathBuf = host.to_host_path(f).components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        let copy = f.exists().then(|| backup_dir.join(rel));
         plan.backups.push(Backup { file: f.clone(), host_file: host_name(host, f), copy, mode });
     }
     if plan.edits.is_empty() && plan.command.is_none() {

@@ -38,7 +38,9 @@ pub struct RebootPlan {
 pub fn plan(fh: &FixHost, o: &RebootOptions, required: bool, reason: &str) -> (PlanView, RebootPlan) {
     let local = fh.host.host(&o.sentinel);
     let host_name = o.sentinel.display().to_string();
-    let content = format!("cgleak: {reason}\n");
+    // The reason for the reboot: with --force that is the operator's, not the check's
+    // (which then says "no reboot needed").
+    let content = if required { format!("cgleak: {reason}\n") } else { format!("cgleak: reboot requested with --force; the check says: {reason}\n") };
     let existed = local.exists();
     let mut view = PlanView::new(ACTION, format!("ask kured for a reboot: write its sentinel {host_name}"));
     view.expected_gain = "kured drains and reboots the node in its maintenance window; a reboot frees every memcg ID".into();
