@@ -104,6 +104,27 @@ pub struct JournalState {
     pub readable_bytes: u64,
 }
 
+impl JournalState {
+    /// The state right after the begin record: nothing done yet.
+    fn begun(id: String, action: String, started_unix: f64, pid: u32, plan: Value) -> JournalState {
+        JournalState {
+            id,
+            action,
+            started_unix,
+            pid,
+            plan,
+            done: BTreeSet::new(),
+            results: Vec::new(),
+            in_flight: None,
+            amendments: Vec::new(),
+            rolling_back: None,
+            ended: None,
+            unreadable_lines: 0,
+            readable_bytes: 0,
+        }
+    }
+}
+
 /// Errors of the journal; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -205,21 +226,7 @@ impl FixJournal {
             state_dir: state_dir.to_path_buf(),
             file,
             failpoints,
-            state: JournalState {
-                id: id.clone(),
-                action: action.to_string(),
-                started_unix: at,
-                pid,
-                plan: plan.clone(),
-                done: BTreeSet::new(),
-                results: Vec::new(),
-                in_flight: None,
-                amendments: Vec::new(),
-                rolling_back: None,
-                ended: None,
-                unreadable_lines: 0,
-                readable_bytes: 0,
-            },
+            state: JournalState::begun(id.clone(), action.to_string(), at, pid, plan.clone()),
         };
         j.path = tmp.clone();
         j.append(&Record::Begin { id, action: action.to_string(), at_unix: at, pid, plan })?;
@@ -357,21 +364,7 @@ pub fn parse(path: &Path, text: &[u8]) -> Result<JournalState, JournalError> {
         readable_bytes = end;
         match (record, state.as_mut()) {
             (Record::Begin { id, action, at_unix, pid, plan }, None) => {
-                state = Some(JournalState {
-                    id,
-                    action,
-                    started_unix: at_unix,
-                    pid,
-                    plan,
-                    done: BTreeSet::new(),
-                    results: Vec::new(),
-                    in_flight: None,
-                    amendments: Vec::new(),
-                    rolling_back: None,
-                    ended: None,
-                    unreadable_lines: 0,
-                    readable_bytes: 0,
-                })
+                state = Some(JournalState::begun(id, action, at_unix, pid, plan))
             }
             (Record::Begin { .. }, Some(_)) => return Err(corrupt(format!("line {}: a second begin record", i + 1))),
             (_, None) => return Err(corrupt("the first record is not `begin`".into())),
@@ -396,25 +389,7 @@ pub fn parse(path: &Path, text: &[u8]) -> Result<JournalState, JournalError> {
 
 /// `2026-12-02T05:21:36Z` for a unix time.
 pub fn format_unix(t: f64) -> String {
-    let secs = t as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Howard Hinnant's days-to-civil conversion.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    cgleak_readers::logs::clock::rfc3339_secs(t as i64)
 }
 
 #[cfg(test)]

@@ -392,23 +392,10 @@ fn epoch_at(t: &[u8], at: usize) -> Option<String> {
     }
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = cgleak_readers::logs::clock::civil_from_days(days);
     Some(format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z", rem / 3600, rem % 3600 / 60, rem % 60))
 }
 
-/// Days since 1970-01-01 to (year, month, day) (H. Hinnant's civil_from_days).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
 
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -513,6 +500,6 @@ mod tests {
         assert!(a < b);
         assert_eq!(time_sort_key("+12.5s since boot"), None);
         assert_eq!(days_from_civil(2016, 9, 1), 17_045);
-        assert_eq!(civil_from_days(17_045), (2016, 9, 1));
+        assert_eq!(cgleak_readers::logs::clock::civil_from_days(17_045), (2016, 9, 1));
     }
 }
