@@ -155,8 +155,43 @@ fn pin_and_release(ctx: &Ctx, files: &Path, o: &mut Outcome) -> Result<()> {
     o.measure("usage_after_reclaim", usage);
     o.that("parent's usage after reclaim below one file per pinned child", usage < PINNED * FILE_BYTES, usage);
 
+    if guest {
+        fix_reclaim(ctx, o, &pin_parent, files, base.dying)?;
+    }
+
     let left = s.remove();
     o.that("scratch tree removed", left.is_empty(), json!(left));
+    Ok(())
+}
+
+/// 5. `cgleak fix reclaim` releases read-pinned dying memcgs: v1 with drop_caches (then
+/// its rate limit refuses a second drop), v2 with memory.reclaim on the parent in rounds.
+/// Guest only: drop_caches is host-wide, and the released count must be exact.
+fn fix_reclaim(ctx: &Ctx, o: &mut Outcome, pin_parent: &Path, files: &Path, base_dying: u64) -> Result<()> {
+    prepare_files(files, "f")?;
+    pin_round(ctx, pin_parent, "f", files, false)?;
+    let want = base_dying + PINNED;
+    let (ok, dying, _) = wait_dying(ctx, |d| d == want)?;
+    o.that(&format!("fix reclaim: dying == {want} before"), ok, dying);
+    let state = files.join("fix-state").display().to_string();
+    let r = cgleak::run(&ctx.cgleak, &["fix", "reclaim", "--apply", "--yes", "--state-dir", &state])?;
+    o.eq("fix reclaim exit code", 0, r.code);
+    let steps = r.json.pointer("/result/details/steps").cloned().unwrap_or(Value::Null);
+    o.measure("fix_reclaim_steps", steps.clone());
+    let released: i64 = steps.as_array().map(|a| a.iter().filter_map(|s| s["released"].as_i64()).sum()).unwrap_or(0);
+    o.eq("fix reclaim: released the pinned memcgs", PINNED as i64, released);
+    let (after, _) = snap(ctx)?;
+    o.eq("fix reclaim: dying back to before", base_dying, after.dying);
+    if ctx.version == 1 {
+        // Dying memcgs again (with none, there is nothing to do rather than a refusal).
+        prepare_files(files, "g")?;
+        pin_round(ctx, pin_parent, "g", files, false)?;
+        let again = cgleak::run(&ctx.cgleak, &["fix", "reclaim", "--apply", "--yes", "--state-dir", &state])?;
+        o.eq("fix reclaim again within --min-interval: refused (5)", 5, again.code);
+    } else {
+        let rounds = steps.as_array().map_or(0, Vec::len);
+        o.that("fix reclaim v2: stopped at the first round that released nothing (before --max-rounds 8)", (1..8).contains(&rounds), rounds);
+    }
     Ok(())
 }
 
