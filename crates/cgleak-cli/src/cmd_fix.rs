@@ -291,13 +291,14 @@ pub fn run(g: &GlobalArgs, a: &FixArgs) -> Result<u8, Failure> {
     };
     let (view, detail) = plan_action(&fh, action, a, &census)?;
     let output = FixOutput { plan: Some(view.clone()), applied: false, result: None, before: before.clone(), after: None, change: None };
-    if !a.apply || view.nothing_to_do.is_some() {
+    if view.nothing_to_do.is_some() || (!a.apply && view.refused.is_none()) {
         print_output(g, &output)?;
-        if !a.apply && view.nothing_to_do.is_none() && view.refused.is_none() && g.output == OutputFormat::Table {
+        if !a.apply && view.nothing_to_do.is_none() && g.output == OutputFormat::Table {
             eprintln!("cgleak: nothing was changed; run again with --apply to carry this plan out");
         }
         return Ok(exit::OK);
     }
+    // Refused: the same exit with or without --apply, so scripts can tell before applying.
     if let Some(why) = &view.refused {
         print_output(g, &output)?;
         return Err(Failure { code: REFUSED, message: format!("fix {}: refused: {why}", view.action) });

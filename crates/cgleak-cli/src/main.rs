@@ -126,7 +126,7 @@ steps, journaled in <state-dir>/fix-journal.jsonl (fsync'd intent before each st
 exclusive lock (<state-dir>/fix.lock). After a crash or kill, `cgleak fix --resume` finishes the fix, or with \
 --rollback undoes it where it can be undone; no new fix starts while one is unfinished.\n\n\
 Exit codes: 0 done (or the plan shown), 1 a step failed (rolled back, or unfinished: see --resume), 2 usage, \
-5 refused (nothing changed), 75 another fixer runs, 77 not permitted, 130 interrupted (rolled back or finished first).\n\n\
+5 refused (nothing changed; a refused plan exits 5 without --apply too), 75 another fixer runs, 77 not permitted, 130 interrupted (rolled back or finished first).\n\n\
 Examples:\n  cgleak fix gc\n  cgleak fix gc --apply --yes\n  cgleak fix reclaim --apply\n  \
 cgleak fix migrate --cgroup kubepods --apply --yes\n  cgleak fix nokmem --output json\n  cgleak fix reboot --apply --yes\n  \
 cgleak fix --resume --yes\n  cgleak fix --resume --rollback")]

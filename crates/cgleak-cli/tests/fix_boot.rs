@@ -9,8 +9,8 @@
 //! grub-mkconfig and update-grub that do to the files what the real tools do. Each
 //! test compares the whole host root (every file's bytes and mode, every directory and
 //! symlink) before and after, so a restore or a rollback must give back every original
-//! byte and leave nothing behind. Nothing outside the temporary directories is read for
-//! writing: the state directory (journal, backups) is a temporary one too.
+//! byte and leave nothing behind. Nothing outside the temporary directories is written:
+//! the state directory (journal, backups) is a temporary one too.
 //!
 //! These tests run as root (fix --apply and chroot need it) and fail loudly otherwise.
 
@@ -119,7 +119,8 @@ echo done >&2
 
 /// grub-mkconfig (grub2-common 2.02, Debian 10): sources /etc/default/grub, writes a
 /// normal and a recovery entry per /boot/vmlinuz-* (`GRUB_CMDLINE_LINUX` on both,
-/// `GRUB_CMDLINE_LINUX_DEFAULT` on the normal one) to FILE.new, 0444, renamed over FILE.
+/// `GRUB_CMDLINE_LINUX_DEFAULT` on the normal one), and memtest86+'s entries when it is
+/// installed, to FILE.new, 0444, renamed over FILE.
 const GRUB_MKCONFIG_DEBIAN: &str = r#"#!/bin/sh
 # cgleak test stand-in for grub-mkconfig (grub2-common 2.02, Debian 10).
 set -e
@@ -152,6 +153,11 @@ gen() {
     printf "\tlinux\t/boot/vmlinuz-%s root=UUID=%s ro single %s\n" "$v" "$uuid" "$GRUB_CMDLINE_LINUX"
     printf "\tinitrd\t/boot/initrd.img-%s\n}\n" "$v"
   done
+  # /etc/grub.d/20_memtest86+ (memtest86+ 5): no kernel, no command line of ours.
+  if [ -e /boot/memtest86+.bin ]; then
+    printf "menuentry 'Memory test (memtest86+)' {\n\tinsmod part_msdos\n\tlinux16\t/boot/memtest86+.bin\n}\n"
+    printf "menuentry 'Memory test (memtest86+, serial console 115200)' {\n\tlinux16 /boot/memtest86+.bin console=ttyS0,115200n8\n}\n"
+  fi
 }
 if [ -z "$out" ]; then gen; exit 0; fi
 gen > "$out.new"
@@ -733,13 +739,13 @@ fn nokmem_grub2_mkconfig_on_centos7_with_bootloader_grub() {
     // grubby would find nothing to do now either.
     let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "grubby after grub");
     assert!(v["plan"]["nothing_to_do"].as_str().is_some_and(|s| s.contains("grubby")), "{v:#}");
-    let backup = v_backup(&h, &original);
+    let backup = only_backup(&h, &original);
     ok(&h.nokmem(None, &["--restore", &backup, "--apply", "--yes"]), "restore");
     assert_same(&original, &h.root, "--bootloader grub, then --restore");
 }
 
 /// The one backup directory in the state directory, checked to hold the originals.
-fn v_backup(h: &BootHost, original: &Tree) -> String {
+fn only_backup(h: &BootHost, original: &Tree) -> String {
     let dirs: Vec<String> = files_in(h.state.path()).into_iter().filter(|n| n.starts_with("nokmem-backup-")).collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let dir = h.state.path().join(&dirs[0]);
@@ -774,6 +780,107 @@ fn nokmem_restore_removes_a_grub_cfg_the_fix_created() {
 }
 
 #[test]
+fn nokmem_grub_defaults_with_a_comment_after_the_value() {
+    // An admin's note after GRUB_CMDLINE_LINUX: the shell (and grub-mkconfig) ignore it,
+    // the edit keeps it, and the verification must read the value as the shell does.
+    let h = debian10_update_grub();
+    let text = h.read("/etc/default/grub").replace(
+        "GRUB_CMDLINE_LINUX=\"systemd.legacy_systemd_cgroup_controller=yes\"\n",
+        "GRUB_CMDLINE_LINUX=\"systemd.legacy_systemd_cgroup_controller=yes\" # v1 cgroups for the kubelet\n",
+    );
+    assert!(text.contains("# v1 cgroups"));
+    put(&h.root, "/etc/default/grub", text, 0o644);
+    chroot_ok(&h.root, &["/usr/sbin/update-grub"]);
+    let original = tree(&h.root);
+    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "apply");
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    assert!(
+        h.read("/etc/default/grub").contains(&format!("\nGRUB_CMDLINE_LINUX=\"systemd.legacy_systemd_cgroup_controller=yes {PARAM}\" # v1 cgroups for the kubelet\n")),
+        "{}",
+        h.read("/etc/default/grub")
+    );
+    assert!(kernel_lines(&h.read("/boot/grub/grub.cfg")).iter().all(|l| has_param(l)));
+    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "again");
+    assert!(v["plan"]["nothing_to_do"].is_string(), "{v:#}");
+    let backup = only_backup(&h, &original);
+    ok(&h.nokmem(None, &["--restore", &backup, "--apply", "--yes"]), "restore");
+    assert_same(&original, &h.root, "restore of grub defaults with a comment");
+}
+
+#[test]
+fn nokmem_leaves_memtest86_entries_alone() {
+    // Debian with memtest86+ installed: its entries boot no kernel (`linux16
+    // /boot/memtest86+.bin`), take no GRUB_CMDLINE_LINUX, and must not fail the fix.
+    let h = debian10_update_grub();
+    put(&h.root, "/boot/memtest86+.bin", "memtest86+ 5.01\n", 0o644);
+    chroot_ok(&h.root, &["/usr/sbin/update-grub"]);
+    let cfg = h.read("/boot/grub/grub.cfg");
+    let memtest: Vec<String> = kernel_lines(&cfg).into_iter().filter(|l| l.contains("memtest86+")).map(str::to_string).collect();
+    assert_eq!(memtest.len(), 2, "{cfg}");
+    let original = tree(&h.root);
+    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "apply");
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    let cfg = h.read("/boot/grub/grub.cfg");
+    let lines = kernel_lines(&cfg);
+    assert!(lines.iter().filter(|l| l.contains("/boot/vmlinuz-")).count() == 4 && lines.iter().filter(|l| l.contains("/boot/vmlinuz-")).all(|l| has_param(l)), "{cfg}");
+    let now: Vec<&str> = lines.iter().copied().filter(|l| l.contains("memtest86+")).collect();
+    assert_eq!(now, memtest, "{cfg}");
+    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "again");
+    assert!(v["plan"]["nothing_to_do"].is_string(), "the memtest86+ lines make the fix run again: {v:#}");
+    let backup = only_backup(&h, &original);
+    ok(&h.nokmem(None, &["--restore", &backup, "--apply", "--yes"]), "restore");
+    assert_same(&original, &h.root, "restore with memtest86+ entries");
+}
+
+#[test]
+fn nokmem_each_fix_backs_up_into_a_directory_of_its_own() {
+    // Backup directories of earlier fixes named for this second and the next ones, with
+    // an old /etc/default/grub in each: a new fix must not take that for its original.
+    let h = debian10_update_grub();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    for t in now..now + 30 {
+        let d = h.state.path().join(format!("nokmem-backup-{t}"));
+        fs::create_dir_all(d.join("etc/default")).unwrap();
+        fs::write(d.join("etc/default/grub"), "GRUB_CMDLINE_LINUX=\"an older fix's original\"\n").unwrap();
+        fs::write(d.join("manifest.json"), "[]").unwrap();
+    }
+    let original = tree(&h.root);
+    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "apply");
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    let backup = v["result"]["details"]["backup_dir"].as_str().unwrap().to_string();
+    assert!(backup.ends_with("-2"), "{backup}: not a directory of its own");
+    ok(&h.nokmem(None, &["--restore", &backup, "--apply", "--yes"]), "restore");
+    assert_same(&original, &h.root, "restore with older backup directories beside");
+}
+
+#[test]
+fn nokmem_restore_takes_the_copies_from_the_directory_given() {
+    let h = debian10_update_grub();
+    let original = tree(&h.root);
+    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "apply");
+    let applied = tree(&h.root);
+    // The backup moved elsewhere (kept off the node's state directory, say).
+    let from = PathBuf::from(v["result"]["details"]["backup_dir"].as_str().unwrap());
+    let elsewhere = state_dir();
+    let moved = elsewhere.path().join("kept");
+    fs::rename(&from, &moved).unwrap();
+    let m = moved.to_str().unwrap();
+    // A copy missing: refused before anything is written, naming it.
+    let cfg_copy = moved.join("boot/grub/grub.cfg");
+    let saved = fs::read(&cfg_copy).unwrap();
+    fs::remove_file(&cfg_copy).unwrap();
+    let run = h.nokmem(None, &["--restore", m, "--apply", "--yes"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains(cfg_copy.to_str().unwrap()) && run.stderr.contains("missing"), "{run:#?}");
+    assert_same(&applied, &h.root, "a restore with a copy missing");
+    assert!(!h.journal().exists(), "a refused restore left a journal");
+    fs::write(&cfg_copy, saved).unwrap();
+    let v = ok(&h.nokmem(None, &["--restore", m, "--apply", "--yes"]), "restore from the moved directory");
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    assert_same(&original, &h.root, "--restore from a moved backup directory");
+}
+
+#[test]
 fn nokmem_restore_from_a_missing_or_foreign_directory_fails_naming_it() {
     let h = debian10_update_grub();
     let original = tree(&h.root);
@@ -805,7 +912,8 @@ fn nokmem_without_a_boot_loader_setup_is_refused_naming_what_was_looked_for() {
     let st = state.path().to_str().unwrap();
     let original = tree(f.root());
     let plan = on_root(f.root(), None, &["fix", "nokmem", "--state-dir", st, "--output", "json"]);
-    let v = ok(&plan, "plan");
+    assert_eq!(plan.code, 5, "a refused plan exits 5 without --apply too: {plan:#?}");
+    let v: Value = serde_json::from_str(&plan.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}: {plan:#?}"));
     let why = v["plan"]["refused"].as_str().unwrap_or_else(|| panic!("not refused: {v:#}"));
     for needle in ["no boot loader setup found", "/boot/loader/entries", "grubby", "grub.cfg", "/etc/default/grub", "update-grub", "grub2-mkconfig", "grub-mkconfig", PARAM] {
         assert!(why.contains(needle), "{needle:?} not in {why:?}");
@@ -967,4 +1075,71 @@ fn reboot_sentinel_is_written_without_force_when_only_a_reboot_helps() {
     assert!(f.path("/var/run/reboot-required").exists());
     ok(&resume(f.root(), state.path(), true), "--resume --rollback");
     assert!(!f.path("/var/run/reboot-required").exists());
+}
+
+/// `/var/run` is a symlink to `/run` on most hosts (absolute on Debian): in a DaemonSet
+/// pod with the host at --host-root, the sentinel must land in the host's `/run`, never in
+/// the container's (this process's) own.
+#[test]
+fn reboot_sentinel_follows_an_absolute_var_run_link_inside_the_host_root() {
+    assert_root();
+    let f = cgleak_fixtures::rhel7_1160_nokmem();
+    let var_run = f.path("/var/run");
+    if var_run.exists() {
+        fs::remove_dir_all(&var_run).unwrap();
+    }
+    fs::create_dir_all(f.path("/run")).unwrap();
+    std::os::unix::fs::symlink("/run", &var_run).unwrap();
+    let name = format!("cgleak-test-{}-reboot-required", std::process::id());
+    let ours = Path::new("/run").join(&name);
+    assert!(!ours.exists(), "{} exists on this machine already", ours.display());
+    let state = state_dir();
+    let sentinel = format!("/var/run/{name}");
+    let run = reboot(f.root(), state.path(), None, &["--force", "--sentinel", &sentinel, "--apply", "--yes"]);
+    let leaked = ours.exists();
+    let _ = fs::remove_file(&ours);
+    let v = ok(&run, "apply");
+    assert!(!leaked, "the sentinel was written to this machine's {} instead of the host root's", ours.display());
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    let text = fs::read_to_string(f.path(&format!("/run/{name}"))).unwrap();
+    assert!(text.starts_with("cgleak: "), "{text:?}");
+    assert!(fs::symlink_metadata(&var_run).unwrap().file_type().is_symlink(), "the /var/run link was replaced");
+}
+
+/// grubby replaces an argument of the same name: an existing `cgroup.memory=nosocket`
+/// must become `nosocket,nokmem` (what the other setups write too), not lose nosocket.
+#[test]
+fn nokmem_grubby_keeps_an_existing_cgroup_memory_option() {
+    let h = centos7_grubby();
+    chroot_ok(&h.root, &["/usr/sbin/grubby", "--update-kernel=ALL", "--args=cgroup.memory=nosocket"]);
+    let v = ok(&h.nokmem(None, &[]), "plan");
+    assert!(v.to_string().contains("--args=cgroup.memory=nosocket,nokmem"), "{v:#}");
+    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "apply");
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    let cfg = h.read("/boot/grub2/grub.cfg");
+    for l in kernel_lines(&cfg) {
+        assert!(l.contains("cgroup.memory=nosocket,nokmem"), "{l}");
+    }
+}
+
+/// A linked grubenv (RHEL on EFI: /boot/grub2/grubenv -> ../efi/EFI/redhat/grubenv) is
+/// edited where it points, and stays a link; restore puts the target back byte for byte.
+#[test]
+fn nokmem_bls_edits_a_linked_grubenv_through_its_link() {
+    let h = rhel8_bls();
+    let link = h.root.join("boot/grub2/grubenv");
+    let target = h.root.join("boot/efi/EFI/redhat/grubenv");
+    fs::create_dir_all(target.parent().unwrap()).unwrap();
+    fs::rename(&link, &target).unwrap();
+    std::os::unix::fs::symlink("../efi/EFI/redhat/grubenv", &link).unwrap();
+    let original = tree(&h.root);
+    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "apply");
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the grubenv link was replaced by a file");
+    let env = fs::read(&target).unwrap();
+    assert_eq!(env.len(), 1024, "grubenv stays one 1024-byte block");
+    assert!(String::from_utf8_lossy(&env).contains(PARAM), "{}", String::from_utf8_lossy(&env));
+    let dir = only_backup(&h, &original);
+    ok(&h.nokmem(None, &["--restore", &dir, "--apply", "--yes"]), "restore");
+    assert_same(&original, &h.root, "restored through the link");
 }

@@ -65,23 +65,32 @@ impl BootSetup {
 
 /// The value of the last `options` line of a BLS entry.
 pub fn bls_options(entry: &str) -> Option<&str> {
-    entry.lines().filter_map(|l| l.trim_start().strip_prefix("options")).filter(|r| r.is_empty() || r.starts_with([' ', '\t'])).last().map(str::trim)
+    entry.lines().filter_map(|l| l.trim_start().strip_prefix("options")).rfind(|r| r.is_empty() || r.starts_with([' ', '\t'])).map(str::trim)
 }
 
 /// The value of the last `GRUB_CMDLINE_LINUX=` of /etc/default/grub, quotes removed
-/// (the shell's last assignment wins).
+/// (the shell's last assignment wins). It is the shell's word: up to the closing quote
+/// when quoted, else up to the first blank; a comment after it is not part of it.
 pub fn grub_cmdline_linux(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|l| l.trim_start().strip_prefix("GRUB_CMDLINE_LINUX="))
-        .last()
-        .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+    let rest = text.lines().filter_map(|l| l.trim_start().strip_prefix("GRUB_CMDLINE_LINUX=")).next_back()?;
+    let value = match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => rest[1..].split(q).next().unwrap_or_default(),
+        _ => rest.split_whitespace().next().unwrap_or_default(),
+    };
+    Some(value.to_string())
 }
 
-/// The `linux`, `linux16` and `linuxefi` lines of a grub.cfg: the kernels' command lines.
+/// The `linux`, `linux16` and `linuxefi` lines of a grub.cfg (the command followed by a
+/// space or a tab): the kernels' command lines. memtest86+'s entries load their image
+/// with the same commands but boot no kernel (and get no GRUB_CMDLINE_LINUX): left out.
 pub fn grub_cfg_kernel_lines(cfg: &str) -> Vec<&str> {
     cfg.lines()
         .map(str::trim_start)
-        .filter(|l| ["linux ", "linux16 ", "linuxefi ", "linux\t"].iter().any(|p| l.starts_with(p)))
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            matches!(words.next(), Some("linux" | "linux16" | "linuxefi"))
+                && !words.next().and_then(|image| image.rsplit('/').next()).is_some_and(|name| name.starts_with("memtest"))
+        })
         .collect()
 }
 
@@ -96,8 +105,14 @@ mod tests {
         assert_eq!(bls_options("title x\n"), None);
         let g = "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=\"quiet\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"splash\"\nGRUB_CMDLINE_LINUX=\"ro rhgb\"\n";
         assert_eq!(grub_cmdline_linux(g).as_deref(), Some("ro rhgb"));
+        assert_eq!(grub_cmdline_linux("GRUB_CMDLINE_LINUX=\"ro cgroup.memory=nokmem\" # keep\n").as_deref(), Some("ro cgroup.memory=nokmem"));
+        assert_eq!(grub_cmdline_linux("GRUB_CMDLINE_LINUX='ro quiet'\n").as_deref(), Some("ro quiet"));
+        assert_eq!(grub_cmdline_linux("GRUB_CMDLINE_LINUX=ro # a note\n").as_deref(), Some("ro"));
+        assert_eq!(grub_cmdline_linux("GRUB_CMDLINE_LINUX=\"\"\n").as_deref(), Some(""));
         let cfg = "menuentry 'x' {\n\tlinux16 /vmlinuz-3.10.0 root=/dev/sda1 ro\n\tinitrd16 /initramfs\n}\n\tlinux /vmlinuz-5 ro\n";
         assert_eq!(grub_cfg_kernel_lines(cfg), vec!["linux16 /vmlinuz-3.10.0 root=/dev/sda1 ro", "linux /vmlinuz-5 ro"]);
+        let cfg = "\tlinux16\t/vmlinuz-3.10.0 ro\n\tlinuxefi\t/vmlinuz-4.18 ro\n\tlinux16\t/boot/memtest86+.bin\n\tlinux /boot/memtest86+x64.efi\n\tlinuxx /no\n";
+        assert_eq!(grub_cfg_kernel_lines(cfg), vec!["linux16\t/vmlinuz-3.10.0 ro", "linuxefi\t/vmlinuz-4.18 ro"]);
     }
 
     #[test]

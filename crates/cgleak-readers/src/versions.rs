@@ -99,7 +99,7 @@ fn candidates(host: &HostPaths, c: Component) -> Vec<(PathBuf, String)> {
     for name in c.binary_names() {
         for dir in BIN_DIRS {
             let host_path = format!("{dir}/{name}");
-            if let Some(local) = resolve_in_host(host, &host_path) {
+            if let Some(local) = host.resolve(&host_path) {
                 if is_executable(&local) && !out.iter().any(|(l, _)| *l == local) {
                     out.push((local, host_path));
                 }
@@ -107,25 +107,6 @@ fn candidates(host: &HostPaths, c: Component) -> Vec<(PathBuf, String)> {
         }
     }
     out
-}
-
-/// Resolve a host path, following symlinks inside the host root: an absolute link
-/// target (`/usr/bin/docker -> /usr/libexec/docker/cli`) means the host's `/`, not ours.
-fn resolve_in_host(host: &HostPaths, host_path: &str) -> Option<PathBuf> {
-    let mut local = host.host(host_path);
-    for _ in 0..16 {
-        let meta = fs::symlink_metadata(&local).ok()?;
-        if !meta.file_type().is_symlink() {
-            return Some(local);
-        }
-        let target = fs::read_link(&local).ok()?;
-        local = if target.is_absolute() {
-            host.host(&target)
-        } else {
-            local.parent()?.join(target)
-        };
-    }
-    None // a symlink loop
 }
 
 fn is_executable(local: &Path) -> bool {

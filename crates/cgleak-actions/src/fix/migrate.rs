@@ -263,6 +263,13 @@ fn view_of(fh: &FixHost, opts: &MigrateOptions, plan: &MigratePlan) -> PlanView 
     ));
     v.notes.push("charges already made stay with the old memcgs, which become dying when removed; nothing writes a kmem limit".into());
     v.notes.push("only the memory hierarchy changes: the other controllers' cgroups of these pods stay as they are".into());
+    if host_top.contains(".slice") {
+        v.notes.push(
+            "systemd driver: systemd owns these slices and scopes by path and finds them again at the same paths; it \
+             writes their unit limits again on the next daemon-reload or unit change, the same values as copied here"
+                .into(),
+        );
+    }
     if era.kmem_opt_in {
         v.notes.push(
             "a kubelet 1.8-1.21 or runc before 1.0.0-rc94 switches kmem on again in the pod cgroups it creates next: \

@@ -230,6 +230,12 @@ fn host_name(host: &HostPaths, p: &Path) -> String {
     host.to_host_path(p).display().to_string()
 }
 
+/// The file a write to `p` must go to: symlinks followed inside the host root, so that
+/// a linked file (RHEL's `/boot/grub2/grubenv` on EFI) is written, not replaced by a copy.
+fn write_target(host: &HostPaths, p: &Path) -> PathBuf {
+    host.resolve(host.to_host_path(p)).unwrap_or_else(|| p.to_path_buf())
+}
+
 pub fn plan(fh: &FixHost, o: &NokmemOptions) -> Result<(PlanView, NokmemPlan), FixError> {
     if let Some(dir) = &o.restore {
         return plan_restore(fh, dir);
@@ -269,7 +275,7 @@ pub fn plan(fh: &FixHost, o: &NokmemOptions) -> Result<(PlanView, NokmemPlan), F
     plan.bootloader = Some(kind);
     let mut touched: Vec<PathBuf> = Vec::new();
     let add_edit = |plan: &mut NokmemPlan, file: &Path, new: String| {
-        plan.edits.push(FileEdit { file: file.to_path_buf(), host_file: host_name(host, file), content: new });
+        plan.edits.push(FileEdit { file: write_target(host, file), host_file: host_name(host, file), content: new });
         plan.verify.push(file.to_path_buf());
     };
     match kind {
@@ -303,7 +309,16 @@ pub fn plan(fh: &FixHost, o: &NokmemOptions) -> Result<(PlanView, NokmemPlan), F
             }
             let all_have = cfgs.iter().all(|c| fs::read_to_string(c).is_ok_and(|t| kernel_lines_have(&t)));
             if !all_have {
-                plan.command = Some(vec![host_name(host, &grubby), "--update-kernel=ALL".into(), format!("--args={PARAM}")]);
+                // grubby replaces an argument of the same name: an existing
+                // cgroup.memory=nosocket must become nosocket,nokmem, not nokmem.
+                let arg = cfgs
+                    .iter()
+                    .filter_map(|c| fs::read_to_string(c).ok())
+                    .flat_map(|t| grub_cfg_kernel_lines(&t).into_iter().map(str::to_string).collect::<Vec<_>>())
+                    .filter(|l| add_to_cmdline(l).is_some())
+                    .find_map(|l| l.split_whitespace().find(|t| t.starts_with("cgroup.memory=")).map(|t| format!("{t},nokmem")))
+                    .unwrap_or_else(|| PARAM.to_string());
+                plan.command = Some(vec![host_name(host, &grubby), "--update-kernel=ALL".into(), format!("--args={arg}")]);
             }
             plan.verify_kernel_lines = cfgs.clone();
             touched.extend(cfgs);
@@ -350,7 +365,7 @@ pub fn plan(fh: &FixHost, o: &NokmemOptions) -> Result<(PlanView, NokmemPlan), F
         // `<backup dir>/<host path>`: the host's name of the file, made relative.
         let rel: PathBuf = host.to_host_path(f).components().filter(|c| matches!(c, Component::Normal(_))).collect();
         let copy = f.exists().then(|| backup_dir.join(rel));
-        plan.backups.push(Backup { file: f.clone(), host_file: host_name(host, f), copy, mode });
+        plan.backups.push(Backup { file: write_target(host, f), host_file: host_name(host, f), copy, mode });
     }
     if plan.edits.is_empty() && plan.command.is_none() {
         view.nothing_to_do = Some(format!("{PARAM} is in the boot configuration already ({})", kind.as_str()));
@@ -395,7 +410,21 @@ fn kernel_lines_have(cfg: &str) -> bool {
 fn plan_restore(fh: &FixHost, dir: &Path) -> Result<(PlanView, NokmemPlan), FixError> {
     let manifest = dir.join(MANIFEST);
     let text = fs::read_to_string(&manifest).map_err(|e| FixError::Usage(format!("--restore {}: {}: {e}", dir.display(), manifest.display())))?;
-    let backups: Vec<Backup> = serde_json::from_str(&text).map_err(|e| FixError::Usage(format!("--restore: {}: not a cgleak backup manifest: {e}", manifest.display())))?;
+    let mut backups: Vec<Backup> = serde_json::from_str(&text).map_err(|e| FixError::Usage(format!("--restore: {}: not a cgleak backup manifest: {e}", manifest.display())))?;
+    // The copies are taken from DIR (`DIR/<host path>`) and put back where this host root
+    // has each file, not at the paths the backup was made from: DIR may have been moved,
+    // or the fix applied under another --host-root. Every copy is checked first, so that
+    // a restore does not stop half done.
+    for b in &mut backups {
+        let rel: PathBuf = Path::new(&b.host_file).components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        b.file = fh.host.resolve(&rel).unwrap_or_else(|| fh.host.host(&rel));
+        if let Some(copy) = &mut b.copy {
+            *copy = dir.join(&rel);
+            if !copy.is_file() {
+                return Err(FixError::Usage(format!("--restore {}: {} (the copy of {}) is missing", dir.display(), copy.display(), b.host_file)));
+            }
+        }
+    }
     let mut view = PlanView::new(ACTION, format!("put back the boot configuration files backed up in {}", dir.display()));
     view.step(
         format!("restore {} files byte for byte", backups.len()),

@@ -36,7 +36,9 @@ pub struct RebootPlan {
 
 /// `required` and `reason` are the check's reboot decision.
 pub fn plan(fh: &FixHost, o: &RebootOptions, required: bool, reason: &str) -> (PlanView, RebootPlan) {
-    let local = fh.host.host(&o.sentinel);
+    // Inside the host root: /var/run is a link to /run on most hosts, and an absolute
+    // target means the host's /run, not this container's.
+    let local = fh.host.resolve(&o.sentinel).unwrap_or_else(|| fh.host.host(&o.sentinel));
     let host_name = o.sentinel.display().to_string();
     // The reason for the reboot: with --force that is the operator's, not the check's
     // (which then says "no reboot needed").
