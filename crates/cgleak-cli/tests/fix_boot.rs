@@ -739,9 +739,7 @@ fn nokmem_grub2_mkconfig_on_centos7_with_bootloader_grub() {
     // grubby would find nothing to do now either.
     let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "grubby after grub");
     assert!(v["plan"]["nothing_to_do"].as_str().is_some_and(|s| s.contains("grubby")), "{v:#}");
-    let backup = only_backup(&h, &original);
-    ok(&h.nokmem(None, &["--restore", &backup, "--apply", "--yes"]), "restore");
-    assert_same(&original, &h.root, "--bootloader grub, then --restore");
+    restore_only_backup(&h, &original, "--bootloader grub, then --restore");
 }
 
 /// The one backup directory in the state directory, checked to hold the originals.
@@ -752,6 +750,20 @@ fn only_backup(h: &BootHost, original: &Tree) -> String {
     let Some(Node::File { bytes, .. }) = original.get("/etc/default/grub") else { panic!("no /etc/default/grub") };
     assert_eq!(&fs::read(dir.join("etc/default/grub")).unwrap(), bytes);
     dir.display().to_string()
+}
+
+/// A second apply has nothing to do; the only backup restores `original` byte for byte.
+fn again_then_restore(h: &BootHost, original: &Tree, what: &str) {
+    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "again");
+    assert!(v["plan"]["nothing_to_do"].is_string(), "{what}: a second apply has work left: {v:#}");
+    restore_only_backup(h, original, what);
+}
+
+/// `--restore` of the only backup gives `original` back byte for byte.
+fn restore_only_backup(h: &BootHost, original: &Tree, what: &str) {
+    let backup = only_backup(h, original);
+    ok(&h.nokmem(None, &["--restore", &backup, "--apply", "--yes"]), "restore");
+    assert_same(original, &h.root, what);
 }
 
 #[test]
@@ -800,11 +812,7 @@ fn nokmem_grub_defaults_with_a_comment_after_the_value() {
         h.read("/etc/default/grub")
     );
     assert!(kernel_lines(&h.read("/boot/grub/grub.cfg")).iter().all(|l| has_param(l)));
-    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "again");
-    assert!(v["plan"]["nothing_to_do"].is_string(), "{v:#}");
-    let backup = only_backup(&h, &original);
-    ok(&h.nokmem(None, &["--restore", &backup, "--apply", "--yes"]), "restore");
-    assert_same(&original, &h.root, "restore of grub defaults with a comment");
+    again_then_restore(&h, &original, "restore of grub defaults with a comment");
 }
 
 #[test]
@@ -825,11 +833,7 @@ fn nokmem_leaves_memtest86_entries_alone() {
     assert!(lines.iter().filter(|l| l.contains("/boot/vmlinuz-")).count() == 4 && lines.iter().filter(|l| l.contains("/boot/vmlinuz-")).all(|l| has_param(l)), "{cfg}");
     let now: Vec<&str> = lines.iter().copied().filter(|l| l.contains("memtest86+")).collect();
     assert_eq!(now, memtest, "{cfg}");
-    let v = ok(&h.nokmem(None, &["--apply", "--yes"]), "again");
-    assert!(v["plan"]["nothing_to_do"].is_string(), "the memtest86+ lines make the fix run again: {v:#}");
-    let backup = only_backup(&h, &original);
-    ok(&h.nokmem(None, &["--restore", &backup, "--apply", "--yes"]), "restore");
-    assert_same(&original, &h.root, "restore with memtest86+ entries");
+    again_then_restore(&h, &original, "restore with memtest86+ entries");
 }
 
 #[test]
@@ -1139,7 +1143,5 @@ fn nokmem_bls_edits_a_linked_grubenv_through_its_link() {
     let env = fs::read(&target).unwrap();
     assert_eq!(env.len(), 1024, "grubenv stays one 1024-byte block");
     assert!(String::from_utf8_lossy(&env).contains(PARAM), "{}", String::from_utf8_lossy(&env));
-    let dir = only_backup(&h, &original);
-    ok(&h.nokmem(None, &["--restore", &dir, "--apply", "--yes"]), "restore");
-    assert_same(&original, &h.root, "restored through the link");
+    restore_only_backup(&h, &original, "restored through the link");
 }

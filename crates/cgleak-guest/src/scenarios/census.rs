@@ -164,9 +164,9 @@ fn pin_and_release(ctx: &Ctx, files: &Path, o: &mut Outcome) -> Result<()> {
     Ok(())
 }
 
-/// 5. `cgleak fix reclaim` releases read-pinned dying memcgs: v1 with drop_caches (then
-/// its rate limit refuses a second drop), v2 with memory.reclaim on the parent in rounds.
-/// Guest only: drop_caches is host-wide, and the released count must be exact.
+/// Step 5: `cgleak fix reclaim` releases read-pinned dying memcgs: v1 with drop_caches
+/// (then its rate limit refuses a second drop), v2 with memory.reclaim on the parent in
+/// rounds. Guest only: drop_caches is host-wide, and the released count must be exact.
 fn fix_reclaim(ctx: &Ctx, o: &mut Outcome, pin_parent: &Path, files: &Path, base_dying: u64) -> Result<()> {
     prepare_files(files, "f")?;
     pin_round(ctx, pin_parent, "f", files, false)?;
