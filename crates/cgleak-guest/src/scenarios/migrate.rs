@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::runc::{make_rootfs, runc_version, Cleanup};
+use super::runc::{make_rootfs, with_runc, Cleanup};
 use crate::cgleak;
 use crate::report::Outcome;
 use crate::Ctx;
@@ -55,14 +55,7 @@ fn snapshot(top: &Path) -> BTreeMap<PathBuf, Snap> {
 }
 
 pub fn run(ctx: &Ctx, o: &mut Outcome) -> Result<()> {
-    if runc_version(ctx, o).is_none() {
-        return Ok(());
-    }
-    let pid = std::process::id();
-    let work = ctx.data_dir.join(format!("cgleak-migrate-{pid}"));
-    let r = migrate(ctx, o, &work, pid);
-    let _ = fs::remove_dir_all(&work);
-    r
+    with_runc(ctx, o, "migrate", migrate)
 }
 
 fn migrate(ctx: &Ctx, o: &mut Outcome, work: &Path, pid: u32) -> Result<()> {

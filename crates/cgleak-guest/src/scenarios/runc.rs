@@ -164,15 +164,21 @@ pub(super) fn make_rootfs(ctx: &Ctx, work: &Path) -> Result<PathBuf> {
     Ok(rootfs)
 }
 
-pub fn run(ctx: &Ctx, o: &mut Outcome) -> Result<()> {
+/// Run a runc scenario `f(ctx, o, work dir, pid)` in `<data dir>/cgleak-<what>-<pid>`,
+/// removed afterwards; a failed check instead when runc does not run here.
+pub(super) fn with_runc(ctx: &Ctx, o: &mut Outcome, what: &str, f: fn(&Ctx, &mut Outcome, &Path, u32) -> Result<()>) -> Result<()> {
     if runc_version(ctx, o).is_none() {
         return Ok(());
     }
     let pid = std::process::id();
-    let work = ctx.data_dir.join(format!("cgleak-runc-{pid}"));
-    let r = containers(ctx, o, &work, pid);
+    let work = ctx.data_dir.join(format!("cgleak-{what}-{pid}"));
+    let r = f(ctx, o, &work, pid);
     let _ = fs::remove_dir_all(&work);
     r
+}
+
+pub fn run(ctx: &Ctx, o: &mut Outcome) -> Result<()> {
+    with_runc(ctx, o, "runc", containers)
 }
 
 fn containers(ctx: &Ctx, o: &mut Outcome, work: &Path, pid: u32) -> Result<()> {
