@@ -28,17 +28,28 @@ need_pkgs=()
 command -v runc >/dev/null || need_pkgs+=(runc)
 [ -x /bin/busybox ] || command -v busybox >/dev/null || need_pkgs+=(busybox-static)
 command -v promtool >/dev/null || need_pkgs+=(prometheus)  # promtool check metrics (tests/metrics_textfile.rs)
+# cargo xtask dist links glibc statically (libc.a); tests/dist_binary.rs reads its ELF with
+# readelf and builds a planted NSS module with cc.
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_pkgs+=(libc6-dev)
+command -v readelf >/dev/null || need_pkgs+=(binutils)
+command -v cc >/dev/null || need_pkgs+=(gcc)
 ensure_packages ${need_pkgs[@]+"${need_pkgs[@]}"}
 
+# The tested binary honours CGLEAK_FAILPOINT (the fixer's crash tests kill it at its
+# failpoints): the `failpoints` feature, which the release binary (cargo xtask dist)
+# never has; tests/fix_hostile.rs checks that one ignores the variable.
+features=(--features cgleak/failpoints)
 echo "== build"
-cargo build --workspace --all-targets --locked
+cargo build --workspace --all-targets --locked "${features[@]}"
+echo "== build: cargo xtask dist (the node binary: static glibc, target/dist/cgleak-x86_64-linux)"
+cargo xtask dist
 
 if [ "${CGLEAK_QUICK:-0}" = 1 ]; then
     echo "== quick tests (no real kernel)"
-    cargo test --workspace --locked -- --skip real_kernel
+    cargo test --workspace --locked "${features[@]}" -- --skip real_kernel
 else
     echo "== all tests (real kernel included: needs root and a memory cgroup mount)"
-    cargo test --workspace --locked
+    cargo test --workspace --locked "${features[@]}"
 fi
 
 # ---- real-kernel lab: cargo xtask vmtest ------------------------------------------------

@@ -1,8 +1,9 @@
 //! `cargo xtask vmtest`: cgleak against real kernels.
 //!
 //! For each Debian kernel and cgroup mode of the matrix it fetches the cloud kernel
-//! package (cached outside git), builds an initramfs holding busybox, `cgleak`,
-//! `cgleak-guest` (the scenarios) and their shared libraries, boots it with
+//! package (cached outside git), builds an initramfs holding busybox, the node binary
+//! of `cargo xtask dist` as `cgleak` (static: no libraries), `cgleak-guest` (the
+//! scenarios) and its shared libraries, boots it with
 //! `qemu-system-x86_64 -accel tcg -cpu max`, and prints the guest's result lines: one
 //! JSON object per scenario, `{"kernel", "mode", "scenario", "passed", "details"}`.
 //! The host (`--kernel host`) runs the scenarios that are safe there. Guests boot two at
@@ -15,7 +16,9 @@
 //! dependencies, so the guest insmods it from the same package and formats a sparse
 //! file on tmpfs with busybox mke2fs.
 
+mod bpf;
 mod cpio;
+mod dist;
 mod kernels;
 
 use std::collections::BTreeSet;
@@ -49,8 +52,33 @@ Kernel packages are cached in $CGLEAK_KERNEL_CACHE (default ~/.cache/cgleak/kern
 Examples:
   cargo xtask vmtest
   cargo xtask vmtest --kernel 6.1 --mode v1 --scenario census
+  cargo xtask vmtest --kernel 6.12 --mode v2 --scenario to-limit
   cargo xtask vmtest --kernel host")]
     Vmtest(VmtestArgs),
+    /// Build the `cgleak` binary for nodes: static glibc, stripped, one file that needs nothing
+    /// from the host (CentOS 7's glibc 2.17 included), at target/dist/cgleak-x86_64-linux.
+    #[command(after_help = "\
+Writes target/dist/cgleak-x86_64-linux and target/dist/cgleak-x86_64-linux.sha256
+(sha256sum format: `sha256sum -c cgleak-x86_64-linux.sha256` on the node), and prints
+the path, the size and the checksum.
+
+Example:
+  cargo xtask dist")]
+    Dist,
+    /// Build the BPF memcg walk (crates/cgleak-bpf/bpf/memcg_walk.bpf.c) with Debian's clang into
+    /// the committed object and its stamp; --check proves the committed object is that build.
+    #[command(after_help = "\
+Installs clang from Debian when it is missing (as root). The object is committed and
+embedded in cgleak: building cgleak never needs clang.
+
+Examples:
+  cargo xtask bpf
+  cargo xtask bpf --check")]
+    Bpf {
+        /// Check the committed object against its source and stamp; change nothing.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -61,10 +89,11 @@ struct VmtestArgs {
     /// v1 or v2 [default: every mode the kernel has: 6.1 v1 and v2, 6.12 v2, host as it is].
     #[arg(long, value_enum)]
     mode: Option<Mode>,
-    /// Scenarios to run [default: all that apply]: census, move-charge, runc, migrate, near-limit, exhaustion.
+    /// Scenarios to run [default: all that apply]: census, bpf-walk, move-charge, runc, migrate, to-limit, near-limit, exhaustion.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
-    /// Build cgleak with this cargo profile (release is several times faster under TCG).
+    /// Build cgleak-guest with this cargo profile (release is several times faster under TCG);
+    /// cgleak is always the release build of `cargo xtask dist`.
     #[arg(long, default_value = "release")]
     profile: String,
     /// Seconds a guest may run before qemu is killed.
@@ -103,9 +132,15 @@ impl Mode {
     }
 }
 
-const ALL_SCENARIOS: [&str; 6] = ["census", "move-charge", "runc", "migrate", "near-limit", "exhaustion"];
+/// In run order: to-limit fills to 5,000 IDs short of the limit, near-limit goes on to 95%, exhaustion to 100%.
+const ALL_SCENARIOS: [&str; 8] = ["census", "bpf-walk", "move-charge", "runc", "migrate", "to-limit", "near-limit", "exhaustion"];
 /// Fill the memcg ID space: guests only (facts §7).
-const GUEST_ONLY: [&str; 2] = ["near-limit", "exhaustion"];
+const GUEST_ONLY: [&str; 3] = ["to-limit", "near-limit", "exhaustion"];
+/// `probe --to-limit` once per cgroup version by default (6.1 v1, 6.12 v2): it adds ~10,000
+/// mkdirs and rmdirs to a boot; 6.1 v2 runs it when asked (`--scenario to-limit`).
+fn default_to_limit(kernel: &str, mode: Option<Mode>) -> bool {
+    !(kernel == "6.1" && mode == Some(Mode::V2))
+}
 /// Scenarios about v1-only files (memory.move_charge_at_immigrate, facts §5) and the
 /// v1-only fix (migrate: kmem accounting in pod cgroups is a v1 problem, facts §3).
 const V1_ONLY: [&str; 2] = ["move-charge", "migrate"];
@@ -145,6 +180,7 @@ fn default_scenarios(kernel: &str, mode: Option<Mode>) -> Vec<&'static str> {
         .copied()
         .filter(|s| kernel != "host" || !GUEST_ONLY.contains(s))
         .filter(|s| mode != Some(Mode::V2) || !V1_ONLY.contains(s))
+        .filter(|s| *s != "to-limit" || default_to_limit(kernel, mode))
         .collect()
 }
 
@@ -193,6 +229,14 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Vmtest(a) => vmtest(&a),
+        Cmd::Dist => dist::build(&workspace_root(), &target_dir()).map(|d| {
+            println!("path    {}", d.path.display());
+            println!("size    {} bytes ({:.1} MiB)", d.size, d.size as f64 / (1024.0 * 1024.0));
+            println!("sha256  {}", d.sha256);
+            true
+        }),
+        Cmd::Bpf { check: false } => bpf::build(&workspace_root()).map(|()| true),
+        Cmd::Bpf { check: true } => bpf::check(&workspace_root()),
     };
     match r {
         Ok(true) => {}
@@ -206,6 +250,10 @@ fn main() {
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn vmtest(a: &VmtestArgs) -> Result<bool> {
@@ -334,11 +382,17 @@ fn ensure_host_tools(guests: bool, runc: bool) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("missing {}: install them (apt-get install {}) or run as root", pkgs.join(", "), pkgs.join(" "));
     }
+    apt_install(&pkgs)
+}
+
+/// `apt-get install` of Debian's `pkgs` (the caller checked it runs as root), after an
+/// `apt-get update` when the package lists are too old to have them.
+fn apt_install(pkgs: &[&str]) -> Result<()> {
     eprintln!("xtask: apt-get install {}", pkgs.join(" "));
     let install = || {
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&pkgs)
+            .args(pkgs)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdout(Stdio::null())
             .status()
@@ -370,18 +424,20 @@ struct Bins {
 
 fn build(profile: &str) -> Result<Bins> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: cargo build --profile {profile} -p cgleak -p cgleak-guest");
+    eprintln!("xtask: cargo build --profile {profile} -p cgleak-guest");
     let st = Command::new(&cargo)
-        .args(["build", "--locked", "--profile", profile, "-p", "cgleak", "-p", "cgleak-guest"])
+        .args(["build", "--locked", "--profile", profile, "-p", "cgleak-guest"])
         .current_dir(workspace_root())
         .status()
         .context("run cargo build")?;
     if !st.success() {
         bail!("cargo build failed ({st})");
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target_dir = target_dir();
     let out = target_dir.join(if profile == "dev" { "debug" } else { profile });
-    Ok(Bins { cgleak: out.join("cgleak"), guest: out.join("cgleak-guest"), target_dir })
+    // cgleak as nodes get it: the lab runs the binary the README tells users to install.
+    let cgleak = dist::build(&workspace_root(), &target_dir)?.path;
+    Ok(Bins { cgleak, guest: out.join("cgleak-guest"), target_dir })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -625,9 +681,9 @@ mod tests {
         let names: Vec<String> = p.iter().map(Target::name).collect();
         assert_eq!(names, ["6.1 v1", "6.1 v2", "6.12 v2", "host"]);
         assert_eq!(p[0].scenarios, ALL_SCENARIOS);
-        assert_eq!(p[1].scenarios, ["census", "runc", "near-limit", "exhaustion"], "no v1-only scenario on v2");
-        assert_eq!(p[2].scenarios, ["census", "runc", "near-limit", "exhaustion"]);
-        assert_eq!(p[3].scenarios, ["census", "move-charge", "runc", "migrate"]);
+        assert_eq!(p[1].scenarios, ["census", "bpf-walk", "runc", "near-limit", "exhaustion"], "no v1-only scenario on v2");
+        assert_eq!(p[2].scenarios, ["census", "bpf-walk", "runc", "to-limit", "near-limit", "exhaustion"]);
+        assert_eq!(p[3].scenarios, ["census", "bpf-walk", "move-charge", "runc", "migrate"]);
         assert!(plan(&args(&["6.12"], None, &["migrate"])).is_err(), "migrate needs v1");
         assert!(plan(&args(&["6.12"], None, &["move-charge"])).is_err(), "move-charge needs v1");
     }
@@ -636,7 +692,10 @@ mod tests {
     fn scenarios_keep_their_order_and_guest_only_ones_stay_off_the_host() {
         let p = plan(&args(&["6.12"], None, &["exhaustion", "near-limit"])).unwrap();
         assert_eq!(p[0].scenarios, ["near-limit", "exhaustion"]);
+        let p = plan(&args(&["6.1"], Some(Mode::V2), &["exhaustion", "to-limit"])).unwrap();
+        assert_eq!(p[0].scenarios, ["to-limit", "exhaustion"], "to-limit on 6.1 v2 when asked, before the fill goes on");
         assert!(plan(&args(&["host"], None, &["exhaustion"])).is_err());
+        assert!(plan(&args(&["host"], None, &["to-limit"])).is_err());
         assert!(plan(&args(&["6.12"], Some(Mode::V1), &[])).is_err(), "Debian's 6.12 has no v1 memory");
         assert!(plan(&args(&["5.10"], None, &[])).is_err());
         assert!(plan(&args(&["6.1"], None, &["nonsense"])).is_err());

@@ -1,14 +1,20 @@
-//! Removing a cgroup subtree that cgleak (or a test) made: rmdir deepest first,
-//! because cgroupfs refuses to remove a cgroup that still has children, and rmdir
-//! takes a cgroup's control files with it.
+//! Removing a cgroup subtree: rmdir deepest first, because cgroupfs refuses to remove a
+//! cgroup that still has children (EBUSY), and rmdir takes a cgroup's control files with it.
+//!
+//! The one removal of cgleak: the probe's scratch tree, gc's orphaned pods, migrate's
+//! cgroups, the lab's teardown, and the scratch parents of the tests, the benches and the
+//! guest lab all go through it. Every rmdir goes through [`cgroupfs::remove_dir`]: the
+//! path is resolved beneath `/` with no symlink on the way, and on a kernel host the
+//! directory must be on cgroupfs (a fixture tree passes only beneath a registered root).
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
 use rustix::io::Errno;
+
+use cgleak_readers::cgroupfs;
 
 /// rmdir of a cgroup that is still busy (a task exiting, a runtime's removal racing
 /// ours) is tried again this many times, [`RMDIR_PAUSE`] apart.
@@ -22,6 +28,9 @@ pub enum WhenBusy {
     Wait,
     /// SIGKILL the tasks in it: only for trees whose every task the caller started.
     KillTasks,
+    /// Leave it, and end the removal at the first directory that cannot be removed: a task
+    /// or a child arrived since the caller checked, so the tree is in use again (gc).
+    Stop,
 }
 
 /// What [`remove_tree_deepest_first`] did.
@@ -35,32 +44,30 @@ pub struct TreeRemoval {
     pub leftover: Vec<(PathBuf, io::Error)>,
 }
 
-/// `dir` and its subdirectories, parents before children; vanished ones are skipped.
-pub fn subtree_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if let Ok(rd) = fs::read_dir(&out[i]) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    out.push(e.path());
-                }
-            }
-        }
-        i += 1;
+pub use cgleak_readers::cgroupfs::subtree_dirs;
+
+impl TreeRemoval {
+    /// The leftovers as "path: error", one a line, for a cleanup message.
+    pub fn leftover_lines(&self) -> Vec<String> {
+        self.leftover.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect()
     }
-    out
 }
 
 /// Remove the cgroup `top` and everything below it, deepest first. A directory already
-/// gone counts as neither removed nor left over.
+/// gone counts as neither removed nor left over. With [`WhenBusy::Stop`] the first
+/// directory that cannot be removed is the only leftover and ends the removal.
 pub fn remove_tree_deepest_first(top: &Path, when_busy: WhenBusy) -> TreeRemoval {
     let mut r = TreeRemoval::default();
     for d in subtree_dirs(top).into_iter().rev() {
         match rmdir_retrying(&d, when_busy, &mut r.killed) {
             Ok(true) => r.removed += 1,
             Ok(false) => {}
-            Err(e) => r.leftover.push((d, e)),
+            Err(e) => {
+                r.leftover.push((d, e));
+                if when_busy == WhenBusy::Stop {
+                    break;
+                }
+            }
         }
     }
     r
@@ -76,10 +83,11 @@ pub fn remove_cgroup(dir: &Path) -> io::Result<()> {
 fn rmdir_retrying(dir: &Path, when_busy: WhenBusy, killed: &mut u32) -> io::Result<bool> {
     let mut tries = 0;
     loop {
-        match fs::remove_dir(dir) {
+        // No symlink on the way, a directory on cgroupfs (beneath::check_cgroupfs).
+        match cgroupfs::remove_dir(dir) {
             Ok(()) => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) && tries < RMDIR_TRIES => {
+            Err(e) if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) && when_busy != WhenBusy::Stop && tries < RMDIR_TRIES => {
                 tries += 1;
                 if when_busy == WhenBusy::KillTasks {
                     *killed += kill_tasks_of(dir);
@@ -93,7 +101,7 @@ fn rmdir_retrying(dir: &Path, when_busy: WhenBusy, killed: &mut u32) -> io::Resu
 
 /// SIGKILL the pids in `cgroup.procs` of one cgroup; how many signals were delivered.
 fn kill_tasks_of(dir: &Path) -> u32 {
-    let pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+    let pids: Vec<i32> = cgroupfs::read_file(&dir.join("cgroup.procs"))
         .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
         .unwrap_or_default();
     let mut killed = 0;
@@ -110,10 +118,12 @@ fn kill_tasks_of(dir: &Path) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn removal_is_deepest_first_and_reports_leftovers() {
         let t = tempfile::tempdir().unwrap();
+        cgleak_readers::beneath::register_fixture_root(t.path());
         let top = t.path().join("s");
         fs::create_dir_all(top.join("kubepods/burstable/poda/c1")).unwrap();
         fs::create_dir_all(top.join("kubepods/podb")).unwrap();
@@ -130,8 +140,42 @@ mod tests {
     }
 
     #[test]
+    fn stop_ends_the_removal_at_the_first_leftover() {
+        let t = tempfile::tempdir().unwrap();
+        cgleak_readers::beneath::register_fixture_root(t.path());
+        let top = t.path().join("pod");
+        for c in ["a", "b", "c"] {
+            fs::create_dir_all(top.join(c)).unwrap();
+        }
+        // One container cannot go (a file stands for a task): the walk stops there.
+        let busy = subtree_dirs(&top).into_iter().rev().nth(1).unwrap();
+        fs::write(busy.join("task"), "").unwrap();
+        let r = remove_tree_deepest_first(&top, WhenBusy::Stop);
+        assert_eq!(r.removed, 1, "only the container removed before the busy one");
+        assert_eq!(r.leftover.len(), 1);
+        assert_eq!(r.leftover[0].0, busy);
+        assert_eq!(r.leftover_lines(), vec![format!("{}: {}", busy.display(), r.leftover[0].1)]);
+        let left = subtree_dirs(&top).len();
+        assert_eq!(left, 3, "the pod, the busy container and the one not reached stay");
+    }
+
+    #[test]
+    fn a_plain_directory_outside_a_fixture_root_is_refused() {
+        // Not cgroupfs and not beneath a registered fixture root: never removed.
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path().join("not-a-cgroup");
+        fs::create_dir(&top).unwrap();
+        let e = remove_cgroup(&top).unwrap_err();
+        assert!(e.to_string().contains("not on a cgroup filesystem"), "{e}");
+        let r = remove_tree_deepest_first(&top, WhenBusy::Wait);
+        assert_eq!((r.removed, r.leftover.len()), (0, 1));
+        assert!(top.is_dir());
+    }
+
+    #[test]
     fn a_cgroup_already_gone_is_not_an_error() {
         let t = tempfile::tempdir().unwrap();
+        cgleak_readers::beneath::register_fixture_root(t.path());
         let gone = t.path().join("gone");
         remove_cgroup(&gone).unwrap();
         let r = remove_tree_deepest_first(&gone, WhenBusy::Wait);

@@ -7,22 +7,5 @@ pub mod fix;
 pub mod lab;
 pub mod probe;
 
-/// A duration as users write it: `1h`, `30m`, `90s`, `1h30m`.
-pub fn human_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    if s == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if sec > 0 || out.is_empty() {
-        out.push_str(&format!("{sec}s"));
-    }
-    out
-}
+/// A duration as users write it (`1h`, `30m`, `90s`, `1h30m`): the grammar's own.
+pub use cgleak_readers::duration::human_duration;

@@ -5,6 +5,11 @@
 //! under a test parent `cgleak-test-<pid>-probe-<test>` that a Drop guard removes
 //! (deepest first), no process is ever moved, and no test creates more than a few
 //! hundred memcgs.
+//!
+//! `to_limit` never meets the memcg ID limit here (that would fill the host's ID space; the
+//! guest lab's `to-limit` scenario does it in qemu): on real memcgs it is run against its cap,
+//! and its handling of a full space against a small tmpfs (`nr_inodes`), whose mkdir fails
+//! with ENOSPC, one of the exhaustion errnos, when the inodes run out.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -13,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use cgleak_actions::cgroup_tree::{remove_tree_deepest_first, WhenBusy};
 use cgleak_actions::probe::{run_probe, ProbeError, ProbeOptions, ProbeProgress};
 use cgleak_readers::mountinfo::{CgroupLayout, MemoryHierarchy};
 use cgleak_readers::HostPaths;
@@ -50,13 +56,14 @@ impl TestParent {
             host_name_of_parent: self.host.clone(),
             memory_version: self.version,
             cancel: Arc::new(AtomicBool::new(false)),
+            to_limit: false,
         }
     }
 
     fn assert_empty(&self) {
         let left = subdirs(&self.local);
         assert!(left.is_empty(), "left behind under {}: {left:?}", self.local.display());
-        // kernfs: st_nlink = 2 + subdirectories (KERNEL-FACTS section 2).
+        // kernfs: st_nlink = 2 + subdirectories (docs/kernel-facts.md section 2).
         assert_eq!(fs::metadata(&self.local).unwrap().nlink(), 2);
     }
 }
@@ -76,16 +83,10 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// rmdir a cgroup and its descendants, deepest first (cgroupfs rmdir removes the files).
+/// rmdir a cgroup and its descendants with the probe's own removal (deepest first).
 fn remove_tree(dir: &Path) {
-    if !dir.exists() {
-        return;
-    }
-    for d in subdirs(dir) {
-        remove_tree(&d);
-    }
-    if let Err(e) = fs::remove_dir(dir) {
-        eprintln!("cleanup: rmdir {}: {e}", dir.display());
+    for line in remove_tree_deepest_first(dir, WhenBusy::Wait).leftover_lines() {
+        eprintln!("cleanup: rmdir {line}");
     }
 }
 
@@ -213,6 +214,7 @@ fn real_kernel_v2_without_memory_refuses() {
         host_name_of_parent: v2.mount_point.clone(),
         memory_version: 2,
         cancel: Arc::new(AtomicBool::new(false)),
+        to_limit: false,
     };
     let e = run_probe(&opts, &mut |_| panic!("no progress expected")).unwrap_err();
     assert!(matches!(e, ProbeError::MemoryNotDelegated { .. }), "{e:?}");
@@ -224,3 +226,107 @@ fn real_kernel_v2_without_memory_refuses() {
         .collect();
     assert!(made.is_empty(), "created {made:?}");
 }
+
+#[test]
+fn real_kernel_to_limit_on_memcgs_stops_at_its_cap_and_removes_everything() {
+    let parent = TestParent::new("tolimit-cap");
+    let mut opts = parent.options(300);
+    opts.to_limit = true;
+    let r = run_probe(&opts, &mut |_| {}).unwrap();
+    assert!(r.to_limit && !r.success && !r.exhausted, "{r:#?}");
+    assert_eq!((r.requested, r.created, r.removed, r.failed_at), (300, 300, 300, None));
+    assert_eq!((r.headroom, r.no_free_id_ms, r.removals_until_free), (None, None, None));
+    assert!(r.error.as_deref().unwrap().contains("no memcg ID limit was met"), "{r:#?}");
+    assert!(r.leftover.is_empty(), "{r:#?}");
+    parent.assert_empty();
+}
+
+/// A tmpfs with `nr_inodes` inodes (its root takes one), unmounted and removed on drop.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn new(inodes: u32) -> SmallTmpfs {
+        assert!(rustix::process::geteuid().is_root(), "mounting a tmpfs needs root");
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("nr_inodes={inodes},size=1m"), "cgleak-test-tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount -t tmpfs on {}: {st}", dir.path().display());
+        // It stands in for a memory hierarchy with a small ID space: the probe's mkdir and
+        // rmdir, which change only cgroupfs, are let through beneath it as beneath a fixture.
+        cgleak_readers::beneath::register_fixture_root(dir.path());
+        SmallTmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn tmpfs_options(fs: &SmallTmpfs, cap: u32) -> ProbeOptions {
+    ProbeOptions {
+        count: cap,
+        parent: fs.path().to_path_buf(),
+        host_name_of_parent: fs.path().to_path_buf(),
+        memory_version: 1,
+        cancel: Arc::new(AtomicBool::new(false)),
+        to_limit: true,
+    }
+}
+
+#[test]
+fn real_kernel_to_limit_counts_the_scratch_parent_and_measures_the_full_window() {
+    // 50 inodes: the root takes one, so 49 mkdirs succeed (the scratch parent and 48 children).
+    let fs = SmallTmpfs::new(50);
+    let mut created = 0;
+    let r = run_probe(&tmpfs_options(&fs, 1000), &mut |p| {
+        if let ProbeProgress::Created { done, .. } = p {
+            created = done;
+        }
+    })
+    .unwrap();
+    assert!(r.success && r.to_limit && r.exhausted, "{r:#?}");
+    assert_eq!((r.created, created, r.removed, r.failed_at), (48, 48, 48, Some(48)));
+    assert_eq!(r.errno.as_deref(), Some("ENOSPC"));
+    assert_eq!(r.headroom, Some(49), "48 children + the scratch parent");
+    // tmpfs frees the inode at rmdir: the first removal gives the space back.
+    assert_eq!(r.removals_until_free, Some(1), "{r:#?}");
+    let ms = r.no_free_id_ms.unwrap();
+    assert!(ms > 0.0 && ms < 1000.0, "{ms}");
+    assert!(r.leftover.is_empty());
+    assert_eq!(std::fs::read_dir(fs.path()).unwrap().count(), 0, "left behind in {}", fs.path().display());
+}
+
+#[test]
+fn real_kernel_to_limit_with_room_for_the_scratch_parent_only() {
+    // Room for one mkdir: the scratch parent's. Headroom 1, freed by removing the parent.
+    let fs = SmallTmpfs::new(2);
+    let r = run_probe(&tmpfs_options(&fs, 1000), &mut |_| {}).unwrap();
+    assert!(r.success, "{r:#?}");
+    assert_eq!((r.created, r.failed_at, r.headroom, r.removals_until_free), (0, Some(0), Some(1), Some(1)));
+    assert!(r.no_free_id_ms.is_some());
+    assert_eq!(std::fs::read_dir(fs.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn real_kernel_to_limit_on_a_full_space_reports_headroom_0() {
+    let fs = SmallTmpfs::new(3);
+    std::fs::create_dir(fs.path().join("a")).unwrap();
+    std::fs::create_dir(fs.path().join("b")).unwrap();
+    let r = run_probe(&tmpfs_options(&fs, 1000), &mut |_| panic!("no progress expected")).unwrap();
+    assert!(!r.success && r.exhausted && r.to_limit, "{r:#?}");
+    assert_eq!((r.created, r.failed_at, r.headroom), (0, Some(0), Some(0)));
+    assert_eq!((r.no_free_id_ms, r.removals_until_free), (None, None), "the space was full before the probe");
+    assert_eq!(r.errno.as_deref(), Some("ENOSPC"));
+}
+

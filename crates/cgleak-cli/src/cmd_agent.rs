@@ -1,66 +1,74 @@
 //! `cgleak agent`: the census every `--interval`, a bounded history for the forecast, log
-//! incidents, a Prometheus endpoint, and (with `--kubernetes`) the node condition, Events and
-//! taint. Each source runs on its own thread: a slow log or API server never delays sampling
-//! or the metrics.
+//! incidents, a Prometheus endpoint, (with `--kubernetes`) the node condition, Events and
+//! taint, and (with `--reclaim-every`) the journaled reclaim of `cgleak fix reclaim`. Each
+//! source runs on its own thread: a slow log, API server or reclaim never delays sampling or
+//! the metrics. This file is its front end (flags, wiring); the parts are in `agent/`.
 
-use std::collections::{HashSet, VecDeque};
-use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::fs;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use cgleak_kube::{KubeReporter, ReportSummary, ReporterConfig, ReporterHandle, TaintPolicy, DEFAULT_TAINT_KEY};
-use cgleak_model::census::{census_with_cache, Census, CensusInputs};
-use cgleak_readers::cgroupfs::WalkCache;
-use cgleak_model::forecast::{forecast, Forecast, History, Sample, DEFAULT_HISTORY_CAPACITY};
-use cgleak_model::incidents::Incident;
-use cgleak_model::verdict::{check, NodeFacts};
-use cgleak_readers::HostPaths;
+use cgleak_actions::fix::reclaim as fix_reclaim;
+use cgleak_kube::{ReporterConfig, TaintPolicy, DEFAULT_TAINT_KEY};
+use cgleak_model::forecast::DEFAULT_HISTORY_CAPACITY;
+use cgleak_model::history::HistoryStore;
+use cgleak_model::memcg_memory::MemcgMemory;
+use cgleak_model::verdict::NodeFacts;
+use cgleak_readers::duration::human_duration;
 
-use crate::cmd_lab::parse_duration;
-use crate::cmd_logs::spawn_log_followers;
+use crate::agent::reclaim::{self, AgentReclaim, ReclaimSlab};
+use crate::agent::reporter::Kubernetes;
+use crate::agent::sampler::Sampler;
+use crate::agent::shared::{AgentEndpoints, Shared, StopOnDrop};
+use crate::agent::{http, logs};
+use crate::args::{self, agent_history, GlobalArgs};
 use crate::exit::{Failure, OK};
-use crate::metrics::{self, IncidentCounts, MetricsInput};
-use crate::GlobalArgs;
-
-/// The history file in `--state-dir`, one JSON sample a line.
-pub const HISTORY_FILE: &str = "agent-history.jsonl";
-/// Distinct (kind, component, errno) series kept; later ones are not counted.
-const MAX_INCIDENT_SERIES: usize = 256;
-/// Incidents remembered to count each once across restarts of a log source.
-const MAX_SEEN_INCIDENTS: usize = 8192;
-/// How far back the logs are read when the agent starts.
-const LOG_WINDOW_SECS: i64 = 3600;
-/// New incidents waiting for the Kubernetes reporter.
-const MAX_PENDING_INCIDENTS: usize = 100;
-/// HTTP connections served at once; more are refused with 503.
-const MAX_CONNECTIONS: usize = 8;
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_REQUEST_BYTES: usize = 8192;
+use crate::metrics::IncidentCounts;
+use crate::render::note;
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// Time between two censuses (90s, 10m, 500ms, or seconds).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    /// Time between two censuses: a duration (90s, 10m, 500ms, 1d, or seconds; see
+    /// Durations in the README).
+    #[arg(long, value_name = "DURATION", value_parser = args::duration, default_value = "30s")]
     pub interval: Duration,
-    /// Address of the HTTP endpoint (/metrics, /healthz).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9977")]
+    /// Address of the HTTP endpoint (/metrics, /healthz, /livez): IP:PORT; an IPv6 address
+    /// with or without brackets (`$(POD_IP):9977` in a pod spec).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9977", value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Ask `Authorization: Bearer <token>` of every request but /healthz and /livez (the
+    /// kubelet's probes); the file holds the token on one line.
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// HTTP connections open at once; at the limit the least recently active is closed.
+    #[arg(long, value_name = "N", default_value_t = http::Limits::default().max_connections as u16, value_parser = clap::value_parser!(u16).range(1..), hide = true)]
+    pub max_connections: u16,
     /// Where the history of IDs in use is kept (agent-history.jsonl), for the forecast and
-    /// for `status`/`check`. Missing or read-only: the history is kept in memory only.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/cgleak")]
-    pub state_dir: PathBuf,
+    /// for `status`/`check`, and the reclaim's journal, lock and stamp (reclaim/); missing or
+    /// read-only: the history is kept in memory only [default: <host-root>/var/lib/cgleak/agent].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Samples kept in the history (oldest dropped first).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_HISTORY_CAPACITY, hide = true)]
     pub history_capacity: usize,
     /// Do not read the node's logs (no cgleak_log_incidents_total).
     #[arg(long)]
     pub no_logs: bool,
+    /// Do not remember memcgs (<state-dir>/memcg-memory.jsonl: each memcg's inode, path and
+    /// pod, when first and last seen and when its directory vanished, for `cgleak dying`).
+    #[arg(long)]
+    pub no_memcg_memory: bool,
     /// Report to the Kubernetes API: the MemcgExhaustion node condition and Events.
     #[arg(long)]
     pub kubernetes: bool,
@@ -76,35 +84,76 @@ pub struct AgentArgs {
     /// Taint as soon as the headroom falls below N memcgs (not only when exhausted).
     #[arg(long, value_name = "N", requires = "taint")]
     pub taint_headroom_below: Option<u64>,
+    /// Every DURATION (1h at least; see Durations in the README) release dying memcgs as
+    /// `cgleak fix reclaim --apply` does (v1: sync and drop_caches, host-wide; v2:
+    /// memory.reclaim), rate-limited and journaled in <state-dir>/reclaim/. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_reclaim_every)]
+    pub reclaim_every: Option<Duration>,
+    /// v1: whether those runs also drop reclaimable slab (drop_caches 2); auto: where slab
+    /// pins dying memcgs (kernels before 5.9 with kmem accounting on, as 3.10 and RHEL 7 kmem leaks).
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ReclaimSlab::Auto, requires = "reclaim_every")]
+    pub reclaim_slab: ReclaimSlab,
 }
 
-/// What the threads share; each holds the lock only to copy in or out.
-#[derive(Default)]
-struct Shared {
-    census: Option<Census>,
-    sample_duration: Option<Duration>,
-    last_sample: Option<Instant>,
-    last_error: Option<String>,
-    forecast: Option<Forecast>,
-    /// None with --no-logs: the family is left out.
-    incidents: Option<IncidentCounts>,
-    pending_incidents: Vec<Incident>,
+/// `--reclaim-every`: a duration no shorter than the reclaim's rate limit by default: the
+/// agent must not drop the host's caches more often than `cgleak fix reclaim` would.
+fn parse_reclaim_every(s: &str) -> Result<Duration, String> {
+    let d = args::duration(s)?;
+    let min = fix_reclaim::DEFAULT_MIN_INTERVAL;
+    if d < min {
+        let m = human_duration(min);
+        return Err(format!(
+            "{s:?} is shorter than {m}: drop_caches is host-wide, and the reclaim's rate limit (`cgleak fix reclaim --min-interval`) allows one drop per {m}"
+        ));
+    }
+    Ok(d)
 }
 
-fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
+/// `--listen`: `IP:PORT`, `[IPv6]:PORT`, or an IPv6 address without brackets followed by
+/// `:PORT`, which is what `$(POD_IP):9977` becomes on an IPv6 cluster.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bare_v6 = s.rsplit_once(':').and_then(|(ip, port)| Some(SocketAddr::new(IpAddr::V6(ip.parse::<Ipv6Addr>().ok()?), port.parse().ok()?)));
+    if let Some(a) = bare_v6 {
+        return Ok(a);
+    }
+    if s.contains("$(") {
+        return Err(format!(
+            "{s:?} is not an address: Kubernetes expands $(VAR) in args only when the container's env defines VAR (the DaemonSet sets POD_IP from status.podIP)"
+        ));
+    }
+    Err(format!("{s:?} is not IP:PORT (e.g. 127.0.0.1:9977, 10.0.0.7:9977, [fd00::7]:9977)"))
 }
 
-/// The forecast from the agent's history in `state_dir`, for `status` and `check`; None when
-/// there is no history file (no agent ran there) or it cannot be read.
-pub fn stored_forecast(state_dir: &Path) -> Option<Forecast> {
-    let text = fs::read_to_string(state_dir.join(HISTORY_FILE)).ok()?;
-    let (history, _) = History::from_json_lines(&text, DEFAULT_HISTORY_CAPACITY.max(text.lines().count()));
-    Some(forecast(&history, now_unix()))
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+/// The endpoint's TLS setup and token from `--tls-cert`, `--tls-key` and
+/// `--auth-token-file`: a file that cannot be read or parsed is a runtime error (exit 1)
+/// naming the flag and the file.
+fn endpoint_access(a: &AgentArgs) -> Result<(Option<Arc<rustls::ServerConfig>>, Option<http::BearerToken>), Failure> {
+    let read = |flag: &str, path: &Path| fs::read(path).map_err(|e| Failure::runtime(format!("{flag} {}: {e}", path.display())));
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = http::tls_config(&read("--tls-cert", cert)?, &read("--tls-key", key)?).map_err(|(file, why)| {
+                Failure::runtime(match file {
+                    http::TlsFile::Cert => format!("--tls-cert {}: {why}", cert.display()),
+                    http::TlsFile::Key => format!("--tls-key {}: {why}", key.display()),
+                    http::TlsFile::Pair => format!("--tls-key {} and --tls-cert {}: {why}", key.display(), cert.display()),
+                })
+            })?;
+            Some(config)
+        }
+        // clap's `requires` keeps one without the other out.
+        _ => None,
+    };
+    let token = match &a.auth_token_file {
+        Some(path) => Some(
+            http::BearerToken::from_file_contents(&read("--auth-token-file", path)?)
+                .map_err(|why| Failure::runtime(format!("--auth-token-file {}: {why}", path.display())))?,
+        ),
+        None => None,
+    };
+    Ok((tls, token))
 }
 
 pub fn run(g: &GlobalArgs, a: &AgentArgs) -> Result<u8, Failure> {
@@ -113,222 +162,78 @@ pub fn run(g: &GlobalArgs, a: &AgentArgs) -> Result<u8, Failure> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| Failure::runtime(format!("signal handler: {e}")))?;
     }
+    let (tls, token) = endpoint_access(a)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = TcpListener::bind(a.listen).map_err(|e| Failure::runtime(format!("--listen {}: {e}", a.listen)))?;
-    listener.set_nonblocking(true).map_err(|e| Failure::runtime(format!("--listen {}: {e}", a.listen)))?;
 
-    let kube = if a.kubernetes { Some(start_kubernetes(a)?) } else { None };
+    let history = agent_history(&host, a.state_dir.as_deref());
+    let reclaimer = a.reclaim_every.map(|every| AgentReclaim::prepare(&host, &history.dir, a.reclaim_slab, every)).transpose()?;
+    let mut kube = if a.kubernetes { Some(Kubernetes::start(reporter_config(a)?)?) } else { None };
 
-    let mut history = HistoryStore::open(&a.state_dir, a.history_capacity);
-    let shared = Arc::new(Mutex::new(Shared { incidents: (!a.no_logs).then(IncidentCounts::new), ..Shared::default() }));
-    eprintln!("cgleak: agent on http://{}/metrics, a census every {:?}", a.listen, a.interval);
+    let store = HistoryStore::open(&history, a.history_capacity, &mut note);
+    let memory = (!a.no_memcg_memory).then(|| MemcgMemory::open(&history.dir, boot_id(&host), &mut note));
+    let reclaim_totals = reclaimer.as_ref().map(AgentReclaim::totals);
+    let shared = Arc::new(Mutex::new(Shared { incidents: (!a.no_logs).then(IncidentCounts::new), reclaim: reclaim_totals, ..Shared::default() }));
+    let limits = http::Limits { max_connections: a.max_connections.into(), ..http::Limits::default() };
+    let endpoint = http::Endpoint::new(Arc::new(AgentEndpoints { shared: Arc::clone(&shared), interval: a.interval }), token, limits);
+    let server = http::Server::new(listener, endpoint, tls).map_err(|e| Failure::runtime(format!("--listen {}: {e}", a.listen)))?;
+    let auth = if a.auth_token_file.is_some() { " (bearer token required)" } else { "" };
+    eprintln!("cgleak: agent on {scheme}://{}/metrics{auth}, a census every {:?}", a.listen, a.interval);
 
     if !a.no_logs {
-        start_log_followers(&host, &shared, &stop);
+        logs::follow(&host, &shared, &stop);
     }
+    let reclaim_thread = reclaimer.map(|r| r.start(&host, &shared, &stop)).transpose()?;
     std::thread::scope(|s| {
         let sh = &shared;
         let st = &stop;
         let interval = a.interval;
-        s.spawn(move || serve(&listener, sh, st, interval));
+        s.spawn(move || server.run(st));
+        // A panic in the sampling below must end the process (the scope waits for the server
+        // until `stop`): else /livez would keep a dead agent alive.
+        let _stop_server = StopOnDrop(st);
         // Versions, boot parameters and the kubelet's driver change only with a restart of theirs:
         // read once.
-        let node = kube.is_some().then(|| NodeFacts::read(&host));
+        let mut sampler = Sampler::new(store, kube.is_some().then(|| NodeFacts::read(&host)));
+        if let Some(m) = memory {
+            sampler = sampler.with_memory(m);
+        }
         let mut next = Instant::now();
-        let mut inputs = SteadyInputs::default();
-        let mut kube_error: Option<String> = None;
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next {
                 // A census slower than the interval skips the ticks it missed: no burst after.
                 next = (next + interval).max(now + interval / 2);
-                sample(&host, &mut inputs, &mut history, sh, kube.as_ref().map(|(h, _)| h), node.as_ref());
-                if let Some((k, _)) = &kube {
-                    // Each new API error once, not every interval.
-                    let err = k.status().last_error;
-                    if err.is_some() && err != kube_error {
-                        eprintln!("cgleak: kubernetes: {}", err.as_deref().unwrap_or_default());
-                    }
-                    kube_error = err;
+                sampler.sample(&host, sh, kube.as_ref().map(Kubernetes::handle));
+                if let Some(k) = &mut kube {
+                    k.tell_new_error();
                 }
             }
             std::thread::sleep(Duration::from_millis(50).min(next.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
         }
     });
+    if let Some(t) = reclaim_thread {
+        reclaim::wait_for(t);
+    }
     eprintln!("cgleak: agent stopped");
     Ok(OK)
 }
 
-/// What one census leaves for the next: the inputs that cannot change while the host runs
-/// (mounts, kernel era), read once, and the walk's memory of each directory's
-/// subdirectories, so unchanged directories are not listed again. A failed census drops
-/// both, so the next sample reads everything again.
-#[derive(Default)]
-struct SteadyInputs {
-    inputs: Option<CensusInputs>,
-    walk: WalkCache,
-}
-
-impl SteadyInputs {
-    fn census(&mut self, host: &HostPaths) -> Result<Census, cgleak_model::census::CensusError> {
-        let inputs = match self.inputs.take() {
-            Some(i) => i,
-            None => CensusInputs::read(host)?,
-        };
-        let census = census_with_cache(host, inputs.clone(), Some(&mut self.walk))?;
-        self.inputs = Some(inputs);
-        Ok(census)
-    }
-}
-
-fn sample(
-    host: &HostPaths,
-    inputs: &mut SteadyInputs,
-    history: &mut HistoryStore,
-    shared: &Mutex<Shared>,
-    kube: Option<&ReporterHandle>,
-    node: Option<&NodeFacts>,
-) {
-    let started = Instant::now();
-    let census = match inputs.census(host) {
-        Ok(c) => c,
+/// This boot's id (/proc/sys/kernel/random/boot_id, the same in every namespace): the memory
+/// of memcgs holds one boot's. None, with a note, when unreadable: the memory then starts afresh.
+fn boot_id(host: &cgleak_readers::HostPaths) -> Option<String> {
+    match host.read("/proc/sys/kernel/random/boot_id", 4096) {
+        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Ok(_) => None,
         Err(e) => {
-            eprintln!("cgleak: census failed: {e}");
-            lock(shared).last_error = Some(e.to_string());
-            return;
-        }
-    };
-    let took = started.elapsed();
-    let now = now_unix();
-    if let Some(ids) = census.memcg.ids_in_use {
-        history.push(Sample { at_unix_secs: now, ids_in_use: ids, id_limit: census.memcg.id_limit });
-    }
-    let fc = forecast(&history.history, now);
-    let new_incidents = std::mem::take(&mut lock(shared).pending_incidents);
-    if let (Some(k), Some(n)) = (kube, node) {
-        let mut facts = n.clone();
-        facts.forecast = Some(fc.clone());
-        let report = check(census.clone(), facts);
-        k.submit(ReportSummary::from_report(&report, new_incidents));
-    }
-    let mut s = lock(shared);
-    s.census = Some(census);
-    s.sample_duration = Some(took);
-    s.last_sample = Some(Instant::now());
-    s.last_error = None;
-    s.forecast = Some(fc);
-}
-
-/// The history in memory, mirrored to `<state-dir>/agent-history.jsonl` when writable.
-struct HistoryStore {
-    history: History,
-    file: Option<PathBuf>,
-    lines_in_file: usize,
-}
-
-impl HistoryStore {
-    fn open(dir: &Path, capacity: usize) -> HistoryStore {
-        let path = dir.join(HISTORY_FILE);
-        let (history, lines) = match fs::read_to_string(&path) {
-            Ok(text) => {
-                let (h, skipped) = History::from_json_lines(&text, capacity);
-                if skipped > 0 {
-                    eprintln!("cgleak: note: {}: {skipped} unreadable lines skipped", path.display());
-                }
-                (h, text.lines().count())
-            }
-            Err(_) => (History::new(capacity), 0),
-        };
-        let mut store = HistoryStore { history, file: Some(path.clone()), lines_in_file: lines };
-        // Start from a trimmed file; a failure here means the directory is not usable.
-        if let Err(e) = fs::create_dir_all(dir).map_err(|e| e.to_string()).and_then(|_| store.rewrite()) {
-            eprintln!("cgleak: note: history kept in memory only ({}: {e})", path.display());
-            store.file = None;
-        }
-        store
-    }
-
-    fn rewrite(&mut self) -> Result<(), String> {
-        let Some(path) = &self.file else { return Ok(()) };
-        metrics::write_textfile(path, &self.history.to_json_lines())?;
-        self.lines_in_file = self.history.len();
-        Ok(())
-    }
-
-    fn push(&mut self, s: Sample) {
-        self.history.push(s);
-        let Some(path) = self.file.clone() else { return };
-        // Appending is cheap; the file is rewritten to the history's size when it has doubled.
-        let r = if self.lines_in_file + 1 > 2 * self.history.capacity() {
-            self.rewrite()
-        } else {
-            let line = serde_json::to_string(&s).expect("a sample always serializes") + "\n";
-            OpenOptions::new().append(true).create(true).open(&path).and_then(|mut f| f.write_all(line.as_bytes())).map_err(|e| e.to_string()).map(|_| {
-                self.lines_in_file += 1;
-            })
-        };
-        if let Err(e) = r {
-            eprintln!("cgleak: note: history kept in memory only from now ({}: {e})", path.display());
-            self.file = None;
+            note(format!("the boot id is not known ({e}): the memory of memcgs starts afresh"));
+            None
         }
     }
 }
 
-/// Incidents seen, remembered so that each is counted once when a restarted source
-/// repeats what it read before; bounded (oldest forgotten first).
-#[derive(Default)]
-struct SeenIncidents {
-    keys: HashSet<(String, String)>,
-    order: VecDeque<(String, String)>,
-}
-
-impl SeenIncidents {
-    /// True the first time `i` is offered.
-    fn first_time(&mut self, i: &Incident) -> bool {
-        let key = (i.source.clone(), i.raw.clone());
-        if !self.keys.insert(key.clone()) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > MAX_SEEN_INCIDENTS {
-            if let Some(old) = self.order.pop_front() {
-                self.keys.remove(&old);
-            }
-        }
-        true
-    }
-}
-
-/// Follow the node's logs (the last hour at start, then each incident as it is logged):
-/// one detached thread per source (`cmd_logs::spawn_log_followers`), each new incident
-/// counted in the metrics and queued for the Kubernetes reporter.
-fn start_log_followers(host: &HostPaths, shared: &Arc<Mutex<Shared>>, stop: &Arc<AtomicBool>) {
-    let seen = Mutex::new(SeenIncidents::default());
-    let sh = Arc::clone(shared);
-    let emit = Arc::new(move |i: Incident| {
-        if !seen.lock().unwrap_or_else(|p| p.into_inner()).first_time(&i) {
-            return;
-        }
-        let mut s = lock(&sh);
-        let counts = s.incidents.get_or_insert_with(IncidentCounts::new);
-        for (k, n) in metrics::incident_counts(std::slice::from_ref(&i)) {
-            if counts.len() < MAX_INCIDENT_SERIES || counts.contains_key(&k) {
-                *counts.entry(k).or_default() += n;
-            }
-        }
-        if s.pending_incidents.len() < MAX_PENDING_INCIDENTS {
-            s.pending_incidents.push(i);
-        }
-    });
-    let note = Arc::new(|n: String| eprintln!("cgleak: note: {n}"));
-    let sources = spawn_log_followers(host, LOG_WINDOW_SECS, Arc::clone(stop), emit, note);
-    let names = |present: bool| sources.iter().filter(|(_, p)| *p == present).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
-    let (here, later) = (names(true), names(false));
-    let here = if here.is_empty() { "none yet".to_string() } else { here };
-    let later = if later.is_empty() { String::new() } else { format!(" (and {later} once they appear)") };
-    eprintln!("cgleak: following logs: {here}{later}");
-}
-
-fn start_kubernetes(a: &AgentArgs) -> Result<(ReporterHandle, tokio::runtime::Runtime), Failure> {
+/// The reporter's configuration from `--node-name` (else `$NODE_NAME`) and the taint's flags.
+fn reporter_config(a: &AgentArgs) -> Result<ReporterConfig, Failure> {
     let node = a
         .node_name
         .clone()
@@ -338,105 +243,70 @@ fn start_kubernetes(a: &AgentArgs) -> Result<(ReporterHandle, tokio::runtime::Ru
     if a.taint {
         cfg.taint = Some(TaintPolicy::new(&a.taint_key, a.taint_headroom_below).map_err(|e| Failure::usage(format!("--taint-key: {e}")))?);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("cgleak-kube")
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::runtime(format!("kubernetes runtime: {e}")))?;
-    let reporter = rt
-        .block_on(async { tokio::time::timeout(Duration::from_secs(10), KubeReporter::connect(cfg)).await })
-        .map_err(|_| Failure::runtime("--kubernetes: no client configuration within 10s".to_string()))?
-        .map_err(|e| Failure::runtime(format!("--kubernetes: {e}")))?;
-    let handle = {
-        let _in = rt.enter();
-        reporter.spawn()
-    };
-    Ok((handle, rt))
+    Ok(cfg)
 }
 
-/// Accept connections until `stop`; each is served on a thread of its own, at most
-/// MAX_CONNECTIONS at once.
-fn serve(listener: &TcpListener, shared: &Mutex<Shared>, stop: &AtomicBool, interval: Duration) {
-    let busy = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut conn, _)) => {
-                    let _ = conn.set_nonblocking(false);
-                    let _ = conn.set_read_timeout(Some(HTTP_TIMEOUT));
-                    let _ = conn.set_write_timeout(Some(HTTP_TIMEOUT));
-                    if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                        busy.fetch_sub(1, Ordering::SeqCst);
-                        let _ = respond(&mut conn, "503 Service Unavailable", "text/plain", "busy\n");
-                        continue;
-                    }
-                    let busy = &busy;
-                    s.spawn(move || {
-                        handle(conn, shared, interval);
-                        busy.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(25)),
-                Err(e) => {
-                    eprintln!("cgleak: accept: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    });
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn respond(conn: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body.as_bytes())?;
-    conn.flush()
-}
-
-/// One request per connection: GET /metrics, GET /healthz, else 404.
-fn handle(mut conn: TcpStream, shared: &Mutex<Shared>, interval: Duration) {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST_BYTES {
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    #[test]
+    fn reclaim_every_is_no_shorter_than_the_reclaim_rate_limit() {
+        assert_eq!(parse_reclaim_every("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_reclaim_every("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_reclaim_every("3600"), Ok(Duration::from_secs(3600)));
+        let e = parse_reclaim_every("59m59s").unwrap_err();
+        assert!(e.contains("shorter than 1h") && e.contains("--min-interval"), "{e}");
+        assert!(parse_reclaim_every("10m").is_err() && parse_reclaim_every("0").is_err());
+        // The grammar is --interval's.
+        assert_eq!(parse_reclaim_every("soon").unwrap_err(), args::duration("soon").unwrap_err());
+        assert_eq!(parse_reclaim_every("1d"), Ok(Duration::from_secs(86_400)));
     }
-    let text = String::from_utf8_lossy(&buf);
-    let mut first = text.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let _ = match (method, path) {
-        ("GET", "/metrics") => match render_metrics(shared) {
-            Some(body) => respond(&mut conn, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body),
-            None => respond(&mut conn, "503 Service Unavailable", "text/plain", "no census yet\n"),
-        },
-        ("GET", "/healthz") => {
-            let s = lock(shared);
-            // Healthy while the last census is no older than three intervals (and 10 s).
-            let fresh = s.last_sample.is_some_and(|t| t.elapsed() <= (interval * 3).max(Duration::from_secs(10)));
-            let why = s.last_error.clone().unwrap_or_else(|| "no recent census".into());
-            drop(s);
-            if fresh {
-                respond(&mut conn, "200 OK", "text/plain", "ok\n")
-            } else {
-                respond(&mut conn, "503 Service Unavailable", "text/plain", &format!("{why}\n"))
-            }
-        }
-        ("GET", _) => respond(&mut conn, "404 Not Found", "text/plain", "not found: try /metrics or /healthz\n"),
-        _ => respond(&mut conn, "405 Method Not Allowed", "text/plain", "GET only\n"),
-    };
-}
 
-fn render_metrics(shared: &Mutex<Shared>) -> Option<String> {
-    let s = lock(shared);
-    let census = s.census.as_ref()?;
-    Some(metrics::exposition(&MetricsInput {
-        census,
-        forecast: s.forecast.as_ref(),
-        incidents: s.incidents.as_ref(),
-        sample_duration: s.sample_duration,
-    }))
+    #[test]
+    fn listen_takes_ip_port_and_bare_ipv6() {
+        let ok = |s: &str| parse_listen(s).unwrap_or_else(|e| panic!("{s}: {e}")).to_string();
+        assert_eq!(ok("127.0.0.1:9977"), "127.0.0.1:9977");
+        assert_eq!(ok("[fd00::7]:9977"), "[fd00::7]:9977");
+        // `$(POD_IP):9977` on an IPv6 cluster; the last group is the port.
+        assert_eq!(ok("fd00::7:9977"), "[fd00::7]:9977");
+        assert_eq!(ok("2001:db8::1:0:9977"), "[2001:db8::1:0]:9977");
+        assert_eq!(ok(":::9977"), "[::]:9977");
+        for bad in ["localhost:9977", "9977", "10.0.0.1", "10.0.0.1:99999", "fd00::7", "[fd00::7]", ""] {
+            assert!(parse_listen(bad).unwrap_err().contains("is not IP:PORT"), "{bad}");
+        }
+        assert!(parse_listen("$(POD_IP):9977").unwrap_err().contains("POD_IP from status.podIP"));
+    }
+
+    /// The agent's flags as clap parses them (`t` standing for the program).
+    fn parse(args: &[&str]) -> Result<AgentArgs, clap::Error> {
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct T {
+            #[command(flatten)]
+            a: AgentArgs,
+        }
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).map(|t| t.a)
+    }
+
+    #[test]
+    fn interval_takes_every_duration_of_the_grammar() {
+        for (text, d) in [("30s", 30), ("1m", 60), ("90", 90), ("1d", 86_400), ("1h30m", 5400)] {
+            assert_eq!(parse(&["--interval", text]).unwrap().interval, Duration::from_secs(d), "{text}");
+        }
+        assert_eq!(parse(&[]).unwrap().interval, Duration::from_secs(30));
+        assert!(parse(&["--interval", "0"]).unwrap_err().to_string().contains("more than 0"));
+    }
+
+    #[test]
+    fn reclaim_slab_flag_needs_reclaim_every() {
+        let a = parse(&["--reclaim-every", "2h", "--reclaim-slab", "never"]).unwrap();
+        assert_eq!((a.reclaim_every, a.reclaim_slab), (Some(Duration::from_secs(7200)), ReclaimSlab::Never));
+        let a = parse(&[]).unwrap();
+        assert_eq!((a.reclaim_every, a.reclaim_slab), (None, ReclaimSlab::Auto));
+        let e = parse(&["--reclaim-slab", "always"]).unwrap_err();
+        assert!(e.to_string().contains("--reclaim-every"), "{e}");
+        let e = parse(&["--reclaim-every", "30m"]).unwrap_err();
+        assert!(e.to_string().contains("--reclaim-every") && e.to_string().contains("shorter than 1h"), "{e}");
+    }
 }

@@ -1,22 +1,24 @@
+//! `cgleak check`: the census, the node's facts, the agent's forecast and the logs' window,
+//! judged; and the one-line hand-offs to node-problem-detector and kured.
+
 use clap::{Args, ValueEnum};
 
 use cgleak_model::census::take_census;
 use cgleak_model::handoff::{npd_result, npd_unknown, reboot_decision, HandoffFacts};
-use cgleak_model::verdict::{check, CheckReport, NodeFacts, Verdict};
-use cgleak_readers::logs::clock::parse_duration;
-use cgleak_readers::logs::journal::{JournalSource, Journalctl};
+use cgleak_model::verdict::{check, CheckReport, Verdict};
+use cgleak_readers::duration::{parse_duration, Accept};
 
-use crate::cmd_agent::stored_forecast;
-use crate::cmd_logs::recent_incidents;
-use crate::cmd_status::census_failure;
-use crate::exit::{self, Failure};
-use crate::{render, GlobalArgs, OutputArg, OutputFormat};
+use crate::args::{agent_history, GlobalArgs, OutputArg, OutputFormat};
+use crate::evidence::node_facts;
+use crate::exit::{self, census_failure, Failure};
+use crate::render;
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// How far back to look in the node's logs (syslog files, journald, /dev/kmsg) for
     /// failed memcg creations, which make the verdict `exhausted`: a duration (30m, 1h,
-    /// 2d), or 0 to leave the logs out. Logs that cannot be read are noted, never fatal.
+    /// 2d; see Durations in the README), or 0 to leave the logs out. Logs that cannot be
+    /// read are noted, never fatal.
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub incidents_since: String,
     /// node-problem-detector custom plugin: print one line of at most 80 characters and
@@ -34,9 +36,10 @@ pub struct CheckArgs {
     #[arg(long)]
     pub reboot_required: bool,
     /// Where `cgleak agent` keeps its history (agent-history.jsonl): when there is one, the
-    /// exhaustion forecast is a finding (`exhaustion_forecast`).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/cgleak")]
-    pub state_dir: std::path::PathBuf,
+    /// exhaustion forecast is a finding (`exhaustion_forecast`) [default: <host-root>/var/lib/cgleak/agent,
+    /// and the old layout's /var/lib/cgleak/agent-history.jsonl, read too].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// A verdict `--npd-problem` can ask for (healthy is never a problem).
@@ -58,20 +61,6 @@ impl ProblemArg {
     }
 }
 
-/// Exit code of `--reboot-required` when no reboot is needed (kured: "no reboot", quietly).
-const REBOOT_NOT_NEEDED: u8 = 1;
-/// Exit code of `--npd` and `--reboot-required` on any error: NPD's Unknown, and for kured
-/// a code other than 1, which it logs as unexpected (and never takes as "reboot").
-const HANDOFF_ERROR: u8 = 2;
-
-pub fn exit_code(v: Verdict) -> u8 {
-    match v {
-        Verdict::Healthy => exit::OK,
-        Verdict::AtRisk | Verdict::Leaking => exit::AT_RISK_OR_LEAKING,
-        Verdict::Exhausted => exit::EXHAUSTED,
-    }
-}
-
 pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<u8, Failure> {
     if a.npd || a.reboot_required {
         return Ok(run_handoff(g, a));
@@ -81,7 +70,7 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<u8, Failure> {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::runtime(e.to_string()))?),
         OutputFormat::Table => print!("{}", render::check_table(&report)),
     }
-    Ok(exit_code(report.verdict))
+    Ok(exit::verdict(report.verdict))
 }
 
 /// `--npd` and `--reboot-required`: one line on stdout, and no error code but 2, so an
@@ -102,7 +91,7 @@ fn run_handoff(g: &GlobalArgs, a: &CheckArgs) -> u8 {
             } else {
                 println!("no reboot: the node could not be judged ({})", f.message);
             }
-            return HANDOFF_ERROR;
+            return exit::HANDOFF_ERROR;
         }
     };
     let facts = HandoffFacts::from_report(&report);
@@ -110,31 +99,24 @@ fn run_handoff(g: &GlobalArgs, a: &CheckArgs) -> u8 {
         let problems: Vec<Verdict> = a.npd_problem.iter().map(|p| p.verdict()).collect();
         let r = npd_result(&facts, &problems);
         println!("{}", r.line);
-        r.status.exit_code()
+        exit::npd(r.status)
     } else {
         let d = reboot_decision(&facts);
         println!("{}", d.reason);
-        if d.required { exit::OK } else { REBOOT_NOT_NEEDED }
+        if d.required { exit::OK } else { exit::REBOOT_NOT_NEEDED }
     }
 }
 
 /// Census, node facts and recent log incidents, judged.
 fn judge(g: &GlobalArgs, a: &CheckArgs) -> Result<CheckReport, Failure> {
-    let window = parse_duration(&a.incidents_since)
-        .filter(|w| *w >= 0)
-        .ok_or_else(|| Failure::usage(format!("--incidents-since {:?}: not a duration (30m, 1h, 2d, or 0)", a.incidents_since)))?;
+    let window = parse_duration(&a.incidents_since, Accept::WITH_UNIT).map_err(|e| Failure::usage(format!("--incidents-since {e}")))?;
     let host = g.host()?;
     let census = take_census(&host).map_err(census_failure)?;
-    let mut node = NodeFacts::read(&host);
-    node.forecast = stored_forecast(&a.state_dir);
-    if window > 0 {
-        let journal = Journalctl::for_host(&host);
-        node.logs = recent_incidents(&host, window, journal.as_ref().map(|j| j as &dyn JournalSource));
-        // The handoff modes print one line: notes would be noise in NPD's and kured's logs.
-        if g.output == OutputFormat::Table && !a.npd && !a.reboot_required {
-            for n in &node.logs.notes {
-                eprintln!("cgleak: note: logs not read: {n}");
-            }
+    let node = node_facts(&host, &agent_history(&host, a.state_dir.as_deref()), window);
+    // The handoff modes print one line: notes would be noise in NPD's and kured's logs.
+    if g.output == OutputFormat::Table && !a.npd && !a.reboot_required {
+        for n in &node.logs.notes {
+            eprintln!("cgleak: note: logs not read: {n}");
         }
     }
     Ok(check(census, node))

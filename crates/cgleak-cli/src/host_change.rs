@@ -1,16 +1,13 @@
-//! What the commands that change the host (probe, lab) share: their preconditions (a
-//! memory controller, root), the cancel flag set by signals, and how their report is printed.
+//! What the commands that change the host (probe, lab, fix) share: their preconditions (a
+//! memory controller, root) and the cancel flag set by signals.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-use serde::Serialize;
 
 use cgleak_readers::mountinfo::{CgroupLayout, MemoryHierarchy};
 use cgleak_readers::HostPaths;
 
 use crate::exit::Failure;
-use crate::OutputFormat;
 
 /// The memory hierarchy of `layout`, or a failure saying none was found.
 pub fn memory_hierarchy(host: &HostPaths, layout: &CgroupLayout) -> Result<MemoryHierarchy, Failure> {
@@ -61,28 +58,4 @@ impl<'a> CancelWatch<'a> {
         }
         false
     }
-}
-
-/// Prints the report on stdout: pretty JSON, or the table `render` makes.
-pub fn print_report<R: Serialize>(output: OutputFormat, report: &R, render: impl FnOnce(&R) -> String) -> Result<(), Failure> {
-    match output {
-        OutputFormat::Json => {
-            let text = serde_json::to_string_pretty(report)
-                .map_err(|e| Failure::runtime(format!("cannot encode the report as JSON: {e}")))?;
-            println!("{text}");
-        }
-        OutputFormat::Table => print!("{}", render(report)),
-    }
-    Ok(())
-}
-
-/// `label: text` lines with every text in one column; an empty label continues the line above.
-pub fn aligned_lines(lines: &[(&str, String)]) -> String {
-    let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
-    let mut out = String::new();
-    for (label, text) in lines {
-        let label = if label.is_empty() { String::new() } else { format!("{label}:") };
-        out.push_str(&format!("{label:<width$}  {text}\n"));
-    }
-    out
 }

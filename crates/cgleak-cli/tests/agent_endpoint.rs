@@ -6,32 +6,14 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::agent::{agent_command, free_port, get, scrape, stop, wait_for, Agent};
 use common::fixture::Fixture;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The agent, killed (SIGKILL) on drop if a test failed before stopping it.
-struct Agent {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use common::prom::{assert_promtool_accepts, has_series, sample};
 
 fn spawn_agent(f: &Fixture, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Agent {
     spawn_agent_every(f, state, "1s", extra, env)
@@ -39,94 +21,16 @@ fn spawn_agent(f: &Fixture, state: &Path, extra: &[&str], env: &[(&str, &str)]) 
 
 fn spawn_agent_every(f: &Fixture, state: &Path, interval: &str, extra: &[&str], env: &[(&str, &str)]) -> Agent {
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cgleak"));
-    cmd.arg("--host-root")
-        .arg(f.root())
-        .args(["agent", "--interval", interval, "--listen", &listen, "--state-dir"])
-        .arg(state)
-        .args(extra)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = {
-        let _lock = cgleak_fixtures::exec_lock();
-        cmd.spawn().expect("spawn cgleak agent")
-    };
-    Agent { child: Some(child), port }
-}
-
-/// (status code, body) of GET `path` on 127.0.0.1:`port`.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<String>) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut cmd = agent_command(f.root(), state, interval, &format!("127.0.0.1:{port}"), extra);
+    Agent::spawn(cmd.envs(env.iter().copied()), port)
 }
 
 fn metrics_of(a: &Agent) -> String {
-    wait_for("/metrics", Duration::from_secs(30), || get(a.port, "/metrics").filter(|(c, _)| *c == 200).map(|(_, b)| b))
-}
-
-fn has(text: &str, name: &str) -> bool {
-    text.lines().any(|l| !l.starts_with('#') && (l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))))
+    wait_for("/metrics", Duration::from_secs(30), || scrape(a.port))
 }
 
 fn value(text: &str, name: &str) -> f64 {
-    let l = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in\n{text}"));
-    l.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}\n---\n{text}");
-}
-
-/// SIGTERM, then the agent must exit 0 within 10 s.
-fn stop(mut a: Agent) -> String {
-    let mut child = a.child.take().unwrap();
-    // SAFETY: kill(2) on our own child's pid, which it cannot outlive (not yet reaped).
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            assert!(st.success(), "agent exit {st:?}: {err}");
-            assert!(!err.contains("panicked"), "{err}");
-            return err;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("agent did not stop within 10 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sample(text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 fn history_lines(state: &Path) -> usize {
@@ -141,11 +45,11 @@ fn agent_serves_metrics_on_6_12_v2() {
     let text = metrics_of(&a);
     assert_eq!(value(&text, "cgleak_memcg_live"), f.truth.live_memcgs as f64);
     assert_eq!(value(&text, "cgleak_memcg_dying"), f.truth.dying.unwrap() as f64);
-    assert!(has(&text, "cgleak_memcg_headroom") && has(&text, "cgleak_sample_duration_seconds"), "{text}");
+    assert!(has_series(&text, "cgleak_memcg_headroom") && has_series(&text, "cgleak_sample_duration_seconds"), "{text}");
     for absent in ["cgleak_memcg_kmem_active", "cgleak_log_incidents_total", "cgleak_memcg_exhaustion_forecast_seconds"] {
-        assert!(!has(&text, absent), "{absent} should be absent:\n{text}");
+        assert!(!has_series(&text, absent), "{absent} should be absent:\n{text}");
     }
-    promtool_check(&text);
+    assert_promtool_accepts(&text);
     assert_eq!(get(a.port, "/healthz").map(|(c, b)| (c, b.trim().to_string())), Some((200, "ok".into())));
     assert_eq!(get(a.port, "/nope").map(|(c, _)| c), Some(404));
 
@@ -163,9 +67,16 @@ fn agent_on_el7_leaves_unknowable_values_out() {
     let state = tempfile::tempdir().unwrap();
     let a = spawn_agent(&f, state.path(), &["--no-logs"], &[]);
     let text = metrics_of(&a);
-    assert!(!has(&text, "cgleak_memcg_dying") && !has(&text, "cgleak_memcg_headroom"), "{text}");
+    assert!(!has_series(&text, "cgleak_memcg_dying") && !has_series(&text, "cgleak_memcg_headroom"), "{text}");
     assert_eq!(value(&text, "cgleak_memcg_kmem_active"), f.truth.kmem_active.unwrap() as f64);
-    promtool_check(&text);
+    // The lower bound (live memcgs plus the deleted ones their slab caches show) and its evidence.
+    assert!(text.contains("cgleak_memcg_ids_in_use_confidence{confidence=\"lower_bound\"} 1\n"), "{text}");
+    let dead = value(&text, "cgleak_memcg_dead_slab_ids");
+    assert!(dead > 0.0, "{text}");
+    assert_eq!(value(&text, "cgleak_memcg_ids_in_use"), f.truth.live_memcgs as f64 + dead, "{text}");
+    // No --reclaim-every: no reclaim metrics.
+    assert!(!text.contains("cgleak_reclaim_"), "{text}");
+    assert_promtool_accepts(&text);
     stop(a);
 }
 
@@ -204,7 +115,7 @@ contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: 
         &[("KUBECONFIG", kc)],
     );
     let first = metrics_of(&a);
-    assert!(has(&first, "cgleak_memcg_live"), "{first}");
+    assert!(has_series(&first, "cgleak_memcg_live"), "{first}");
     std::thread::sleep(Duration::from_secs(3));
     let (code, _) = get(a.port, "/metrics").expect("still serving");
     assert_eq!(code, 200);
@@ -310,7 +221,7 @@ fn agent_follows_logs_across_rotation_and_counts_each_incident_once() {
     };
     // Two hours ago is outside the window: only the line of two minutes ago counts.
     let text = wait_for("the incident of two minutes ago", Duration::from_secs(30), count_is(1));
-    promtool_check(&text);
+    assert_promtool_accepts(&text);
     fs::OpenOptions::new().append(true).open(&syslog).unwrap().write_all(format!("{}\n", kubelet_line(0)).as_bytes()).unwrap();
     wait_for("the appended incident", Duration::from_secs(30), count_is(2));
     // Rotation: the file moves away and a new one takes its name.
@@ -366,19 +277,27 @@ fn agent_restarts_ended_sources_and_picks_up_new_files() {
     assert!(err.contains("journald: ended; trying again in 5s"), "{err}");
 }
 
+// Slow and hostile clients, the connection limit, TLS and the token: tests/agent_http.rs.
+
+/// A tenant's program writing the kubelet's words to syslog: the agent counts the line in
+/// `cgleak_log_untrusted_incidents_total{kind,errno}` (no component label: the tag is the
+/// tenant's choice), never in `cgleak_log_incidents_total`, which the alert reads.
 #[test]
-fn slow_clients_are_bounded_and_timed_out() {
-    let f = cgleak_fixtures::debian_6_12_v2_dying_subsys();
+fn agent_counts_untrusted_lines_apart() {
+    let f = cgleak_fixtures::debian_6_1_v2();
+    let syslog = f.root().join("var/log/syslog");
+    fs::create_dir_all(syslog.parent().unwrap()).unwrap();
+    let kubelet = kubelet_line(120);
+    let tenant = kubelet_line(60).replace("node-1 kubelet[811]:", "node-1 myapp[99]:");
+    fs::write(&syslog, format!("{kubelet}\n{tenant}\n{}\n", tenant.replace("myapp[99]", "kubelet-impostor[98]"))).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let a = spawn_agent(&f, state.path(), &["--no-logs"], &[]);
-    metrics_of(&a);
-    // Clients that connect and never send a request.
-    let idle: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(("127.0.0.1", a.port)).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let start = Instant::now();
-    // Refused quickly (503) while they hold every slot, served again once they time out.
-    wait_for("/metrics after idle clients", Duration::from_secs(15), || get(a.port, "/metrics").filter(|(c, _)| *c == 200).map(|(_, b)| b));
-    assert!(start.elapsed() < Duration::from_secs(12), "{:?}", start.elapsed());
-    drop(idle);
+    let a = spawn_agent_every(&f, state.path(), "1h", &[], &[("TZ", "UTC")]);
+    let untrusted = "cgleak_log_untrusted_incidents_total{kind=\"memcg_create_failed\",errno=\"ENOSPC\"} 2\n";
+    let text = wait_for("the untrusted lines counted", Duration::from_secs(30), || get(a.port, "/metrics").map(|(_, b)| b).filter(|b| b.contains(untrusted)));
+    assert!(text.contains("cgleak_log_incidents_total{kind=\"memcg_create_failed\",component=\"kubelet\",errno=\"ENOSPC\"} 1\n"), "{text}");
+    assert!(!text.contains("myapp") && !text.contains("impostor"), "{text}");
+    let trusted_series = text.lines().filter(|l| l.starts_with("cgleak_log_incidents_total{")).count();
+    assert_eq!(trusted_series, 1, "{text}");
+    assert_promtool_accepts(&text);
     stop(a);
 }

@@ -18,7 +18,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -445,9 +445,9 @@ impl BootHost {
         on_root(&self.root, failpoint, &all)
     }
 
-    /// `fix --resume [--rollback]`.
+    /// `fix --resume --yes [--rollback]`.
     fn resume(&self, rollback: bool) -> Run {
-        let mut all = vec!["fix", "--resume"];
+        let mut all = vec!["fix", "--resume", "--yes"];
         if rollback {
             all.push("--rollback");
         }
@@ -815,6 +815,170 @@ fn nokmem_grub_defaults_with_a_comment_after_the_value() {
     again_then_restore(&h, &original, "restore of grub defaults with a comment");
 }
 
+/// `GRUB_CMDLINE_LINUX` as the host root's own shell (busybox sh, in a chroot) has it after
+/// sourcing /etc/default/grub, as grub-mkconfig does.
+fn sh_cmdline_linux(root: &Path) -> String {
+    let out = chroot(root, &["/bin/sh", "-c", ". /etc/default/grub; printf '%s' \"$GRUB_CMDLINE_LINUX\""]);
+    assert!(out.status.success(), "sourcing /etc/default/grub in {}: {}", root.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Debian 10 whose GRUB_CMDLINE_LINUX line is `line` instead of the installer's; the
+/// generated grub.cfg made from it. Returns the line's number.
+fn debian10_with_cmdline_line(line: &str) -> (BootHost, usize) {
+    let h = debian10_update_grub();
+    let old = "GRUB_CMDLINE_LINUX=\"systemd.legacy_systemd_cgroup_controller=yes\"\n";
+    let text = h.read("/etc/default/grub");
+    let n = text.lines().position(|l| format!("{l}\n") == old).expect("the installer's line") + 1;
+    put(&h.root, "/etc/default/grub", text.replace(old, &format!("{line}\n")), 0o644);
+    (h, n)
+}
+
+/// Quoting the shell reads: escaped double quotes (the finding: the edit used to land
+/// inside them), `export`, single quotes around double quotes with an existing
+/// cgroup.memory list, a value made of several quoted parts. Each applied file is
+/// checked with the chroot's real `sh`, the generated grub.cfg too, and restored.
+#[test]
+fn nokmem_grub_defaults_are_edited_as_the_shell_reads_them() {
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            r#"GRUB_CMDLINE_LINUX="crashkernel=auto rd.lvm.lv=\"cl/root\" rhgb""#,
+            r#"GRUB_CMDLINE_LINUX="crashkernel=auto rd.lvm.lv=\"cl/root\" rhgb cgroup.memory=nokmem""#,
+            r#"crashkernel=auto rd.lvm.lv="cl/root" rhgb cgroup.memory=nokmem"#,
+        ),
+        (
+            r#"export GRUB_CMDLINE_LINUX="systemd.legacy_systemd_cgroup_controller=yes" # v1 for the kubelet"#,
+            r#"export GRUB_CMDLINE_LINUX="systemd.legacy_systemd_cgroup_controller=yes cgroup.memory=nokmem" # v1 for the kubelet"#,
+            "systemd.legacy_systemd_cgroup_controller=yes cgroup.memory=nokmem",
+        ),
+        (
+            r#"GRUB_CMDLINE_LINUX='rd.lvm.lv="cl/root" cgroup.memory=nosocket rhgb'"#,
+            r#"GRUB_CMDLINE_LINUX='rd.lvm.lv="cl/root" cgroup.memory=nosocket,nokmem rhgb'"#,
+            r#"rd.lvm.lv="cl/root" cgroup.memory=nosocket,nokmem rhgb"#,
+        ),
+        (
+            r#"GRUB_CMDLINE_LINUX=console=ttyS0,115200n8\ "quiet"' splash'"#,
+            r#"GRUB_CMDLINE_LINUX=console=ttyS0,115200n8\ "quiet"' splash cgroup.memory=nokmem'"#,
+            "console=ttyS0,115200n8 quiet splash cgroup.memory=nokmem",
+        ),
+    ];
+    for (line, edited, value) in cases {
+        let (h, n) = debian10_with_cmdline_line(line);
+        chroot_ok(&h.root, &["/usr/sbin/update-grub"]);
+        let original = tree(&h.root);
+        let before = sh_cmdline_linux(&h.root);
+        assert_eq!(before, value.replace(" cgroup.memory=nokmem", "").replace(",nokmem", ""), "{line}: the shell's value before");
+        let v = ok(&h.nokmem(None, &["--apply", "--yes"]), line);
+        assert_eq!(v["result"]["outcome"], "completed", "{line}: {v:#}");
+        let edit = v["result"]["steps"][1]["detail"].as_str().unwrap();
+        assert!(edit.contains("reads back as before plus") && edit.contains(&format!("sh -n (/bin/sh of {} (chroot)) accepts /etc/default/grub", h.root.display())), "{line}: {edit}");
+        let text = h.read("/etc/default/grub");
+        assert_eq!(text.lines().nth(n - 1), Some(edited), "{line}:\n{text}");
+        assert_eq!(sh_cmdline_linux(&h.root), value, "{line}: the shell's value after the edit");
+        let cfg = h.read("/boot/grub/grub.cfg");
+        assert!(kernel_lines(&cfg).len() == 4 && kernel_lines(&cfg).iter().all(|l| has_param(l)), "{line}:\n{cfg}");
+        let now = tree(&h.root);
+        assert_eq!(changed(&original, &now), BTreeSet::from(["/etc/default/grub".to_string(), "/boot/grub/grub.cfg".to_string()]), "{}", describe(&original, &now));
+        again_then_restore(&h, &original, line);
+    }
+}
+
+/// Values that are no plain literal: a line continuation, `$(...)`, backticks, a
+/// parameter expansion. Refused (exit 5, with and without --apply) naming the file, the
+/// line number and the line; nothing is written.
+#[test]
+fn nokmem_refuses_grub_defaults_that_are_no_plain_literal() {
+    let cases: [(&str, &str); 5] = [
+        ("GRUB_CMDLINE_LINUX=\"systemd.legacy_systemd_cgroup_controller=yes \\\n    quiet\"", "several lines"),
+        ("GRUB_CMDLINE_LINUX=\"$(cat /etc/kernel/cmdline)\"", "command substitution $(...)"),
+        ("GRUB_CMDLINE_LINUX=`cat /etc/kernel/cmdline`", "command substitution `...`"),
+        ("GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_EXTRA quiet\"", "parameter expansion"),
+        ("GRUB_CMDLINE_LINUX=\"quiet\"\n[ -e /etc/nokmem ] && GRUB_CMDLINE_LINUX=\"quiet cgroup.memory=nokmem\"", "compound command"),
+    ];
+    for (line, needle) in cases {
+        let (h, n) = debian10_with_cmdline_line(line);
+        put(&h.root, "/etc/kernel/cmdline", "quiet\n", 0o644);
+        let n = n + usize::from(needle == "compound command");
+        let shown = h.read("/etc/default/grub").lines().nth(n - 1).unwrap().to_string();
+        let original = tree(&h.root);
+        let plan = h.nokmem(None, &[]);
+        assert_eq!(plan.code, 5, "{line}: {plan:#?}");
+        let why = plan.json()["plan"]["refused"].as_str().unwrap_or_else(|| panic!("{line}: not refused: {plan:#?}")).to_string();
+        for want in ["/etc/default/grub: ", &format!("line {n}: "), needle, &format!("`{shown}`"), PARAM] {
+            assert!(why.contains(want), "{line}: {want:?} not in {why:?}");
+        }
+        let run = h.nokmem(None, &["--apply", "--yes"]);
+        assert_eq!(run.code, 5, "{line}: {run:#?}");
+        assert!(run.stderr.contains("refused") && run.stderr.contains(&format!("/etc/default/grub: line {n}: ")), "{line}: {run:#?}");
+        assert_same(&original, &h.root, line);
+        assert!(files_in(h.state.path()).iter().all(|n| n == "fix.lock"), "{line}: {:?}", files_in(h.state.path()));
+    }
+}
+
+/// BLS: an `options` line with a variable cgleak does not know, and a grubenv block with
+/// no room left: refused, naming the file and the line; nothing written.
+#[test]
+fn nokmem_bls_refuses_unknown_variables_and_a_full_environment_block() {
+    let entry = "/boot/loader/entries/8f1c0e2d3b4a59687766554433221100-4.18.0-513.5.1.el8_9.x86_64.conf";
+    let h = rhel8_bls();
+    let text = h.read(entry);
+    put(&h.root, entry, text.replace(" $tuned_params\n", " $tuned_params $grub_extra\n"), 0o600);
+    let original = tree(&h.root);
+    let plan = h.nokmem(None, &[]);
+    assert_eq!(plan.code, 5, "{plan:#?}");
+    let why = plan.json()["plan"]["refused"].as_str().unwrap().to_string();
+    assert!(why.contains(&format!("{entry}: line 5: `$grub_extra`: a variable cgleak does not know")), "{why}");
+    assert_same(&original, &h.root, "refused BLS entry");
+
+    let h = rhel8_bls();
+    let env = h.read("/boot/grub2/grubenv");
+    let full = format!("{}{}", env.trim_end_matches('#'), "#".repeat(PARAM.len() - 1));
+    put(&h.root, "/boot/grub2/grubenv", &full, 0o600);
+    let original = tree(&h.root);
+    let run = h.nokmem(None, &["--apply", "--yes"]);
+    assert_eq!(run.code, 5, "{run:#?}");
+    assert!(run.stderr.contains("/boot/grub2/grubenv: line 3: no room left in the environment block"), "{run:#?}");
+    assert_same(&original, &h.root, "refused grubenv");
+}
+
+fn stopped(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')))
+}
+
+/// /etc/default/grub changed between the plan and the backup (an admin's edit): the edit
+/// step writes the planned file, reads it back against the backed-up one, finds an
+/// option lost, fails, and the fix rolls back to the admin's file.
+#[test]
+fn nokmem_edit_step_fails_and_rolls_back_when_the_result_is_not_the_old_options_plus_nokmem() {
+    let h = debian10_update_grub();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cgleak"));
+    c.env("TZ", "UTC").env("CGLEAK_FAILPOINT", "before:1:stop");
+    c.args(["--host-root", h.root.to_str().unwrap(), "fix", "nokmem", "--apply", "--yes", "--state-dir", h.state(), "--output", "json"]);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = {
+        let _lock = cgleak_fixtures::exec_lock();
+        c.spawn().unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !stopped(child.id()) {
+        assert!(std::time::Instant::now() < deadline, "the fixer did not stop before step 1");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let text = h.read("/etc/default/grub").replace("systemd.legacy_systemd_cgroup_controller=yes", "systemd.legacy_systemd_cgroup_controller=yes nosmt");
+    put(&h.root, "/etc/default/grub", &text, 0o644);
+    let admins = tree(&h.root);
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let run = Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() };
+    assert_eq!(run.code, 1, "a failed step: {run:#?}");
+    let v = run.json();
+    assert_eq!(v["result"]["outcome"], "rolled_back", "{v:#}");
+    let err = v["result"]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("/etc/default/grub reads back as") && err.contains("nosmt"), "{v:#}");
+    assert_same(&admins, &h.root, "rolled back to the admin's file");
+}
+
 #[test]
 fn nokmem_leaves_memtest86_entries_alone() {
     // Debian with memtest86+ installed: its entries boot no kernel (`linux16
@@ -947,7 +1111,7 @@ fn reboot(root: &Path, state: &Path, failpoint: Option<&str>, args: &[&str]) -> 
 }
 
 fn resume(root: &Path, state: &Path, rollback: bool) -> Run {
-    let mut all = vec!["fix", "--resume"];
+    let mut all = vec!["fix", "--resume", "--yes"];
     if rollback {
         all.push("--rollback");
     }
@@ -1144,4 +1308,222 @@ fn nokmem_bls_edits_a_linked_grubenv_through_its_link() {
     assert_eq!(env.len(), 1024, "grubenv stays one 1024-byte block");
     assert!(String::from_utf8_lossy(&env).contains(PARAM), "{}", String::from_utf8_lossy(&env));
     restore_only_backup(&h, &original, "restored through the link");
+}
+
+// ---------------------------------------------------------------------------------
+// Links and special files put in after the plan. The fixer writes, reads and removes the
+// files it planned beneath the host root, following no link on a path it resolved when
+// it planned (a link there now was put in since), and reads only regular files, never
+// waiting on a FIFO. Each test stops the fixer at a failpoint, changes the root under it,
+// and lets it go on.
+
+/// A directory outside every host root and state directory of these tests.
+fn outside_dir() -> TempDir {
+    tempfile::Builder::new().prefix("cgleak-test-fix-boot-outside-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// `cgleak --host-root <root> <args>` with `CGLEAK_FAILPOINT=<fp>` (`before:N:stop`), once
+/// it has stopped there.
+fn stopped_at(root: &Path, fp: &str, args: &[&str]) -> std::process::Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cgleak"));
+    c.env("TZ", "UTC").env("CGLEAK_FAILPOINT", fp).arg("--host-root").arg(root).args(args);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = {
+        let _lock = cgleak_fixtures::exec_lock();
+        c.spawn().unwrap_or_else(|e| panic!("spawn {c:?}: {e}"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !stopped(child.id()) {
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the fixer did not stop at {fp}: {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
+/// Wait for `child` a minute at most: one still running then (blocked opening a FIFO, say)
+/// is killed, and the test fails.
+fn within_a_minute(mut child: std::process::Child, what: &str) -> Run {
+    use std::io::Read;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = r.read_to_end(&mut b);
+            String::from_utf8_lossy(&b).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: cgleak still ran after a minute (blocked on a FIFO?); killed. stderr: {}", err.join().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let run = Run { code: status.code().unwrap_or(-1), stdout: out.join().unwrap(), stderr: err.join().unwrap() };
+    run.assert_no_panic();
+    run
+}
+
+/// SIGCONT to a fixer stopped at its failpoint, and its run (a minute at most).
+fn continued(child: std::process::Child, what: &str) -> Run {
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
+    within_a_minute(child, what)
+}
+
+/// The backup directory a fixer's journal names (its begin record's plan).
+fn journal_backup_dir(h: &BootHost) -> PathBuf {
+    let text = fs::read_to_string(h.journal()).unwrap();
+    let begin: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    PathBuf::from(begin["plan"]["detail"]["backup_dir"].as_str().unwrap())
+}
+
+/// /etc/default swapped for a link to a directory outside the host root after the plan and
+/// the backup (the fixer stopped before its edit): the edit is refused, naming the link,
+/// nothing outside the root is written, and once the link is gone the rollback gives back
+/// every original byte.
+#[test]
+fn nokmem_never_writes_through_a_link_put_in_after_the_plan() {
+    let h = debian10_update_grub();
+    let original = tree(&h.root);
+    let outside = outside_dir();
+    assert!(!outside.path().starts_with(&h.root));
+    put(outside.path(), "/grub", "# outside the host root: must stay as it is\n", 0o644);
+    let outside_before = tree(outside.path());
+    let child = stopped_at(&h.root, "before:2:stop", &["fix", "nokmem", "--apply", "--yes", "--state-dir", h.state(), "--output", "json"]);
+    let (default, aside) = (h.root.join("etc/default"), h.root.join("etc/default.aside"));
+    fs::rename(&default, &aside).unwrap();
+    symlink(outside.path(), &default).unwrap();
+    let run = continued(child, "nokmem with /etc/default linked out of the root");
+    let resumed = h.resume(false);
+    let after = tree(outside.path());
+    fs::remove_file(&default).unwrap();
+    fs::rename(&aside, &default).unwrap();
+    assert!(after == outside_before, "nokmem wrote outside the host root, through {}:\n{}", default.display(), describe(&outside_before, &after));
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v = run.json();
+    let err = v["result"]["error"].as_str().unwrap_or_default();
+    assert!(err.contains(&format!("write {}: a symbolic link on the way: not followed", h.root.join("etc/default/grub").display())), "{v:#}");
+    assert_eq!(resumed.code, 5, "a resume through the link: {resumed:#?}");
+    assert!(resumed.stderr.contains("refused") && resumed.stderr.contains("/etc/default/grub is not a boot loader file nokmem finds"), "{resumed:#?}");
+    // Putting the backup back meets the link too: the fix is left unfinished, and rolled
+    // back once the link is gone.
+    assert!(v["result"]["outcome"].is_null() && h.journal().exists(), "{v:#}");
+    let v = ok(&h.resume(true), "--resume --rollback once the link is gone");
+    assert_eq!(v["result"]["outcome"], "rolled_back", "{v:#}");
+    assert_same(&original, &h.root, "rolled back after a link was put in under the fixer");
+}
+
+/// The backup directory the plan named, made a link to a directory outside the state
+/// directory before the backup: refused, naming it; no copy is written through it and
+/// nothing on the host root changes.
+#[test]
+fn nokmem_never_backs_up_through_a_linked_backup_directory() {
+    let h = debian10_update_grub();
+    let original = tree(&h.root);
+    let outside = outside_dir();
+    let child = stopped_at(&h.root, "before:1:stop", &["fix", "nokmem", "--apply", "--yes", "--state-dir", h.state(), "--output", "json"]);
+    let backup = journal_backup_dir(&h);
+    assert!(backup.starts_with(h.state.path()) && !backup.exists(), "{}", backup.display());
+    symlink(outside.path(), &backup).unwrap();
+    let run = continued(child, "nokmem with a linked backup directory");
+    assert!(files_in(outside.path()).is_empty(), "copies were written through the link {}: {:?}", backup.display(), files_in(outside.path()));
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v = run.json();
+    assert_eq!(v["result"]["outcome"], "rolled_back", "{v:#}");
+    let err = v["result"]["error"].as_str().unwrap_or_default();
+    assert!(err.contains(&format!("{}: a symbolic link", backup.display())), "{v:#}");
+    assert_same(&original, &h.root, "a backup refused through a link");
+}
+
+/// /etc/default/grub replaced by a FIFO after the plan: the backup refuses it at once (a
+/// FIFO is not a boot file; opening one for reading would wait for a writer forever), and
+/// a journal whose boot file became a FIFO is refused by --resume, which does not wait either.
+#[test]
+fn nokmem_refuses_a_fifo_in_place_of_a_boot_file_without_blocking() {
+    let h = debian10_update_grub();
+    let grub = h.root.join("etc/default/grub");
+    let text = fs::read(&grub).unwrap();
+    let mkfifo = |p: &Path| {
+        fs::remove_file(p).unwrap();
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", p.display());
+    };
+    let child = stopped_at(&h.root, "before:1:stop", &["fix", "nokmem", "--apply", "--yes", "--state-dir", h.state(), "--output", "json"]);
+    mkfifo(&grub);
+    let run = continued(child, "nokmem backing up a FIFO");
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v = run.json();
+    assert_eq!(v["result"]["outcome"], "rolled_back", "{v:#}");
+    let err = v["result"]["error"].as_str().unwrap_or_default();
+    assert!(err.contains(&format!("{}: unexpected content: is a FIFO, not a regular file: not read", grub.display())), "{v:#}");
+    assert!(fs::symlink_metadata(&grub).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+
+    fs::remove_file(&grub).unwrap();
+    put(&h.root, "/etc/default/grub", &text, 0o644);
+    let killed = h.nokmem(Some("before:1"), &["--apply", "--yes"]);
+    assert_eq!(killed.code, -1, "{killed:#?}");
+    mkfifo(&grub);
+    for rollback in [false, true] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cgleak"));
+        c.env("TZ", "UTC").env_remove("CGLEAK_FAILPOINT").args(["--host-root", h.root.to_str().unwrap(), "fix", "--resume", "--yes", "--state-dir", h.state()]);
+        if rollback {
+            c.arg("--rollback");
+        }
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = {
+            let _lock = cgleak_fixtures::exec_lock();
+            c.spawn().unwrap()
+        };
+        let run = within_a_minute(child, "--resume with a FIFO for /etc/default/grub");
+        assert_eq!(run.code, 5, "{run:#?}");
+        assert!(run.stderr.contains("/etc/default/grub") && run.stderr.contains("refused"), "{run:#?}");
+    }
+}
+
+/// kured's sentinel directory (/run) swapped for a link to a directory outside the host
+/// root after the plan: the write is refused, naming the link, and nothing is written
+/// outside the root; a resume is refused too, and once the link is gone the rollback
+/// leaves the root as it was.
+#[test]
+fn reboot_never_writes_through_a_link_put_in_after_the_plan() {
+    assert_root();
+    let f = cgleak_fixtures::debian_6_1_v2();
+    let root = f.root();
+    fs::create_dir_all(root.join("run")).unwrap();
+    let state = state_dir();
+    let st = state.path().to_str().unwrap();
+    let original = tree(root);
+    let outside = outside_dir();
+    let args = ["fix", "reboot", "--force", "--sentinel", "/run/reboot-required", "--apply", "--yes", "--state-dir", st, "--output", "json"];
+    let child = stopped_at(root, "before:1:stop", &args);
+    let (run_dir, aside) = (root.join("run"), root.join("run.aside"));
+    fs::rename(&run_dir, &aside).unwrap();
+    symlink(outside.path(), &run_dir).unwrap();
+    let run = continued(child, "reboot with /run linked out of the root");
+    let leaked = files_in(outside.path());
+    let resumed = resume(root, state.path(), false);
+    fs::remove_file(&run_dir).unwrap();
+    fs::rename(&aside, &run_dir).unwrap();
+    assert!(leaked.is_empty(), "the sentinel was written outside the host root, through {}: {leaked:?}", run_dir.display());
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v = run.json();
+    let err = v["result"]["error"].as_str().unwrap_or_default();
+    assert!(err.contains(&format!("write {}: a symbolic link on the way: not followed", root.join("run/reboot-required").display())), "{v:#}");
+    assert_eq!(resumed.code, 5, "a resume through the link: {resumed:#?}");
+    assert!(resumed.stderr.contains("leads elsewhere through a link"), "{resumed:#?}");
+    let v = ok(&resume(root, state.path(), true), "--resume --rollback once the link is gone");
+    assert_eq!(v["result"]["outcome"], "rolled_back", "{v:#}");
+    assert_same(&original, root, "rolled back after a link was put in under the fixer");
 }

@@ -99,7 +99,7 @@ fn run_ok(mut c: Command, what: &str) -> Value {
 }
 
 fn resume(state: &Path, extra: &[&str], what: &str) -> Value {
-    let mut c = fix(&["--resume"], state, None);
+    let mut c = fix(&["--resume", "--yes"], state, None);
     c.args(extra);
     run_ok(c, what)
 }
@@ -175,6 +175,12 @@ fn real_kernel_fix_migrate_moves_runc_pods_and_runc_still_manages_them() {
     assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
     assert_eq!(v["result"]["details"]["cgroups"], 83, "{:#}", v["result"]["details"]);
     assert_eq!(v["result"]["details"]["threads_moved_out"], v["result"]["details"]["threads_moved_back"]);
+    // How long a path was missing (remove-old to recreate), measured, and well short of the
+    // kubelet's 1 min sync period.
+    let missing = v["result"]["details"]["max_missing_ms"].as_f64().unwrap_or_else(|| panic!("no max_missing_ms: {:#}", v["result"]["details"]));
+    assert!(missing > 0.0 && missing < 15_000.0, "{missing} ms");
+    let which = v["result"]["details"]["max_missing_cgroup"].as_str().unwrap();
+    assert!(which.starts_with(&top.display().to_string()), "{which}");
     assert_migrated(&before, &top, state.path(), true, "after migrate");
     eprintln!("migrated 60 runc containers: {:#}", v["result"]["details"]);
 
@@ -218,7 +224,7 @@ fn real_kernel_fix_migrate_survives_a_kill_at_any_point() {
             let refused = fix(&["gc"], state.path(), None).output().unwrap();
             assert_eq!(refused.status.code(), Some(5), "a new fix beside an unfinished one: {}", describe(&refused));
             assert!(String::from_utf8_lossy(&refused.stderr).contains("cgleak fix --resume"), "{}", describe(&refused));
-            let v = resume(state.path(), &["--yes"], &format!("resume after {fp}"));
+            let v = resume(state.path(), &[], &format!("resume after {fp}"));
             assert_eq!(v["result"]["outcome"], "completed", "{fp}: {v:#}");
             before = assert_migrated(&before, &top, state.path(), true, &format!("after a kill at {fp} and --resume"));
             runs += 1;
@@ -258,7 +264,7 @@ fn real_kernel_fix_migrate_survives_a_kill_at_any_point() {
     let span_us = (v["result"]["details"]["total_ms"].as_f64().unwrap_or(20.0) * 1000.0 * 1.3) as u64 + 1;
     let (mut mid, mut after_end) = (0u32, 0u32);
     while runs < total {
-        let mut child = fix(&["migrate", "--cgroup", &rel, "--apply", "--yes"], state.path(), None).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = fix(&["migrate", "--cgroup", &rel, "--apply", "--yes"], state.path(), None).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let journal = state.path().join("fix-journal.jsonl");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !journal.exists() && child.try_wait().unwrap().is_none() {
@@ -267,9 +273,10 @@ fn real_kernel_fix_migrate_survives_a_kill_at_any_point() {
         }
         std::thread::sleep(Duration::from_micros(next() % span_us));
         let _ = child.kill();
-        let st = child.wait().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let st = out.status;
         if journal.exists() {
-            let v = resume(state.path(), &["--yes"], &format!("resume after random kill {runs}"));
+            let v = resume(state.path(), &[], &format!("resume after random kill {runs}"));
             if v["resumed"] == false {
                 // Killed between the journal's end record and its archiving: nothing to finish.
                 assert!(v["message"].as_str().is_some_and(|m| m.contains("nothing to resume")), "{v:#}");
@@ -280,7 +287,7 @@ fn real_kernel_fix_migrate_survives_a_kill_at_any_point() {
                 mid += 1;
             }
         } else {
-            assert!(st.success() || st.signal() == Some(9), "{st:?}");
+            assert!(st.success() || st.signal() == Some(9), "{st:?}: {}", String::from_utf8_lossy(&out.stderr));
             after_end += 1;
         }
         before = assert_migrated(&before, &top, state.path(), true, &format!("random kill {runs} (seed {seed})"));
@@ -483,7 +490,7 @@ fn real_kernel_fix_gc_removes_orphans_in_every_hierarchy_and_skips_a_pod_that_ga
     let mut procs = Procs(vec![spawn_in(&mem.join(pod_rel(4, "besteffort")).join(format!("{:064x}", 1)), "sleep", &["100000"])]);
     let k = kubelet.path().to_str().unwrap();
 
-    let plan = run_ok(fix(&["gc", "--kubelet-root-dir", k], state_dir().path(), None), "gc plan");
+    let plan = run_ok(fix(&["gc", "--kubelet-root-dir", k, "--min-age", "0"], state_dir().path(), None), "gc plan");
     let steps = plan["plan"]["steps"].as_array().unwrap_or_else(|| panic!("{plan:#}")).clone();
     assert_eq!(steps.len(), 3, "orphans 1, 2 and 5: {plan:#}");
     for s in &steps {
@@ -499,7 +506,7 @@ fn real_kernel_fix_gc_removes_orphans_in_every_hierarchy_and_skips_a_pod_that_ga
     let step5 = steps.iter().position(|s| s["title"].as_str().unwrap().contains(&uid(5))).expect("pod 5 planned") + 1;
 
     let state = state_dir();
-    let mut fixer = fix(&["gc", "--kubelet-root-dir", k, "--apply", "--yes", "--output", "json"], state.path(), Some(&format!("before:{step5}:stop")))
+    let mut fixer = fix(&["gc", "--kubelet-root-dir", k, "--min-age", "0", "--apply", "--yes", "--output", "json"], state.path(), Some(&format!("before:{step5}:stop")))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -526,4 +533,200 @@ fn real_kernel_fix_gc_removes_orphans_in_every_hierarchy_and_skips_a_pod_that_ga
     }
     drop(procs);
     drop(scratch);
+}
+
+/// Orphaned pod cgroups made in the memory and pids hierarchies under a scratch parent,
+/// `kubepods/burstable/pod<uid>/<container>`; a kubelet root of the test's own.
+struct Orphans {
+    scratch: ScratchCgroup,
+    kubelet: tempfile::TempDir,
+    mounts: Vec<CgroupMount>,
+}
+
+impl Orphans {
+    fn new(what: &str) -> Orphans {
+        memory_mount();
+        let mounts: Vec<CgroupMount> = cgroup_mounts().into_iter().filter(|m| m.version == 1 && (m.has("memory") || m.has("pids"))).collect();
+        assert_eq!(mounts.len(), 2, "this test needs v1 memory and pids hierarchies: {:?}", cgroup_mounts());
+        let kubelet = tempfile::Builder::new().prefix("cgleak-test-kubelet-").tempdir().unwrap();
+        fs::create_dir_all(kubelet.path().join("pods")).unwrap();
+        Orphans { scratch: ScratchCgroup::claim(what), kubelet, mounts }
+    }
+
+    fn uid(n: u32) -> String {
+        format!("{n:08x}-aaaa-bbbb-cccc-444455556666")
+    }
+
+    fn rel(&self, n: u32) -> PathBuf {
+        PathBuf::from(format!("{}/kubepods/burstable/pod{}", self.scratch.name, Orphans::uid(n)))
+    }
+
+    /// Pod `n`'s cgroup (one container) in both hierarchies.
+    fn make(&self, n: u32) {
+        for m in &self.mounts {
+            fs::create_dir_all(m.mount_point.join(self.rel(n)).join(format!("{:064x}", n))).unwrap();
+        }
+    }
+
+    fn exists(&self, n: u32) -> bool {
+        self.mounts.iter().any(|m| m.mount_point.join(self.rel(n)).exists())
+    }
+
+    fn remove(&self, n: u32) {
+        for m in &self.mounts {
+            remove_tree(&m.mount_point.join(self.rel(n)));
+        }
+    }
+
+    fn kubelet_root(&self) -> &str {
+        self.kubelet.path().to_str().unwrap()
+    }
+
+    fn pod_dir(&self, n: u32) -> PathBuf {
+        self.kubelet.path().join("pods").join(Orphans::uid(n))
+    }
+}
+
+/// The step of pod `n` in a gc plan (1-based), from its title.
+fn step_of(plan: &Value, n: u32) -> usize {
+    plan["steps"].as_array().unwrap().iter().position(|s| s["title"].as_str().unwrap().contains(&Orphans::uid(n))).unwrap_or_else(|| panic!("pod {n} not planned: {plan:#}")) + 1
+}
+
+/// `--min-age`: a pod whose cgroup is younger is left (in the plan's notes), an older one
+/// removed; one made again after the plan is skipped at its step (in its result).
+#[test]
+fn real_kernel_fix_gc_leaves_pods_younger_than_min_age() {
+    let _serial = serial();
+    let o = Orphans::new("gc-age");
+    o.make(1);
+    o.make(2);
+    // Pod 3 stays younger than 4 s for the next 4 s, whatever the runs below take.
+    std::thread::sleep(Duration::from_millis(4500));
+    o.make(3);
+    let k = o.kubelet_root();
+
+    // The default, 10 minutes: every one of them is too young.
+    let v = run_ok(fix(&["gc", "--kubelet-root-dir", k], state_dir().path(), None), "gc plan, default --min-age");
+    assert_eq!(v["plan"]["nothing_to_do"], "no orphaned pod cgroup older than --min-age 10m", "{v:#}");
+    let notes = v["plan"]["notes"].to_string();
+    assert!(notes.contains("3 orphaned pods left, their cgroup younger than --min-age 10m") && notes.contains(&Orphans::uid(3)), "{notes}");
+
+    // 4 s: pods 1 and 2 planned, 3 left and named.
+    let v = run_ok(fix(&["gc", "--kubelet-root-dir", k, "--min-age", "4s"], state_dir().path(), None), "gc plan, --min-age 4s");
+    let plan = &v["plan"];
+    assert_eq!(plan["steps"].as_array().unwrap().len(), 2, "{plan:#}");
+    assert!(plan["notes"].to_string().contains(&format!("{} (", Orphans::uid(3))), "{plan:#}");
+    let step1 = step_of(plan, 1);
+
+    // Paused before pod 1's step, pod 1 is made again: its cgroup is young now, and it stays.
+    let state = state_dir();
+    let mut fixer = fix(&["gc", "--kubelet-root-dir", k, "--min-age", "4s", "--apply", "--yes", "--output", "json"], state.path(), Some(&format!("before:{step1}:stop")))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(&mut fixer);
+    o.remove(1);
+    o.make(1);
+    cont(&fixer);
+    let out = output_of(fixer);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v = json_of(&out);
+    let s1 = &v["result"]["steps"][step1 - 1];
+    assert_eq!(s1["status"], "skipped", "{v:#}");
+    assert!(s1["detail"].as_str().unwrap().contains("younger than --min-age 4s"), "{v:#}");
+    assert_eq!(v["result"]["details"]["pods_removed"], 1, "{v:#}");
+    assert!(o.exists(1) && !o.exists(2) && o.exists(3), "pods 1 and 3 stay, 2 goes");
+    drop(o);
+}
+
+/// A process named `kubelet` (a copy of sleep, started by the test, killed on drop), as
+/// cgleak finds a running kubelet: by its comm in /proc.
+fn fake_kubelet() -> (tempfile::TempDir, Procs) {
+    let bin = tempfile::Builder::new().prefix("cgleak-test-fake-kubelet-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let fake = bin.path().join("kubelet");
+    {
+        let _lock = cgleak_fixtures::exec_lock();
+        fs::copy(find_program("sleep", &["/bin/sleep", "/usr/bin/sleep"]).expect("sleep"), &fake).unwrap();
+    }
+    let child = {
+        let _lock = cgleak_fixtures::exec_lock();
+        Command::new(&fake).arg("100000").stdin(Stdio::null()).spawn().unwrap()
+    };
+    let pid = child.id();
+    let procs = Procs(vec![child]);
+    let comm_ok = poll(Duration::from_secs(5), Duration::from_millis(10), || (fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim() == "kubelet").then_some(()));
+    assert!(comm_ok.is_some(), "the fake kubelet does not show as `kubelet`");
+    (bin, procs)
+}
+
+/// Beside a kubelet, migrate is refused unless --allow-kubelet; allowed, the plan says
+/// what a kubelet sync may do while a path is missing, and the longest time a path was
+/// missing is measured, short of the kubelet's sync period.
+#[test]
+fn real_kernel_fix_migrate_beside_a_kubelet_measures_how_long_paths_were_missing() {
+    let _serial = serial();
+    let (scratch, _procs) = small_tree("kubelet");
+    let top = scratch.path().join("kubepods");
+    let before = snapshot(&top);
+    let (_bin, kubelet) = fake_kubelet();
+    let pid = kubelet.0[0].id();
+    let state = state_dir();
+    let refused = fix(&["migrate", "--cgroup", &rel_of(&scratch)], state.path(), None).output().unwrap();
+    assert_eq!(refused.status.code(), Some(5), "{}", describe(&refused));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains(&format!("a kubelet is running (pid {pid}")), "{}", describe(&refused));
+    let v = run_ok(fix(&["migrate", "--cgroup", &rel_of(&scratch), "--allow-kubelet", "--apply", "--yes"], state.path(), None), "migrate --allow-kubelet");
+    let notes = v["plan"]["notes"].to_string();
+    assert!(notes.contains("max_missing_ms") && notes.contains("1 min by default") && notes.contains("rolled back before any old cgroup is removed"), "{notes}");
+    assert_eq!(v["result"]["outcome"], "completed", "{v:#}");
+    let missing = v["result"]["details"]["max_missing_ms"].as_f64().unwrap_or_else(|| panic!("{v:#}"));
+    assert!(missing > 0.0 && missing < 15_000.0, "{missing} ms");
+    assert_migrated(&before, &top, state.path(), true, "migrated beside a kubelet");
+    drop(scratch);
+}
+
+/// A process named kubelet (a copy of sleep) runs: each pod must be found unknown twice, at
+/// least 3 s apart. A pod the kubelet knew at the first check is kept although it is
+/// unknown at the second; one unknown both times goes, and its result says so.
+#[test]
+fn real_kernel_fix_gc_beside_a_kubelet_confirms_a_pod_unknown_twice() {
+    let _serial = serial();
+    let o = Orphans::new("gc-kubelet");
+    o.make(1);
+    o.make(2);
+    let k = o.kubelet_root();
+    let (_bin, kubelet) = fake_kubelet();
+    let kubelet_pid = kubelet.0[0].id();
+
+    let v = run_ok(fix(&["gc", "--kubelet-root-dir", k, "--min-age", "0"], state_dir().path(), None), "gc plan beside a kubelet");
+    let plan = v["plan"].clone();
+    assert!(plan["notes"].to_string().contains(&format!("a kubelet runs (pid {kubelet_pid})")), "{plan:#}");
+    let (step1, step2) = (step_of(&plan, 1), step_of(&plan, 2));
+
+    // Killed before its first step, then pod 1's directory appears: the kubelet knows it.
+    let state = state_dir();
+    let killed = fix(&["gc", "--kubelet-root-dir", k, "--min-age", "0", "--apply", "--yes"], state.path(), Some("before:1")).output().unwrap();
+    assert_eq!(killed.status.signal(), Some(9), "{}", describe(&killed));
+    fs::create_dir(o.pod_dir(1)).unwrap();
+    // The resume checks both pods first, then stops before pod 1's step; its directory goes.
+    let started = Instant::now();
+    let mut resumed = fix(&["--resume", "--yes", "--kubelet-root-dir", k, "--output", "json"], state.path(), Some(&format!("before:{step1}:stop"))).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_stopped(&mut resumed);
+    fs::remove_dir(o.pod_dir(1)).unwrap();
+    cont(&resumed);
+    let out = output_of(resumed);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v = json_of(&out);
+    let s1 = &v["result"]["steps"][step1 - 1];
+    assert_eq!(s1["status"], "skipped", "{v:#}");
+    assert!(s1["detail"].as_str().unwrap().contains("the kubelet has a directory for it again (first check; a kubelet runs)"), "{v:#}");
+    let s2 = &v["result"]["steps"][step2 - 1];
+    assert_eq!(s2["status"], "done", "{v:#}");
+    let detail = s2["detail"].as_str().unwrap();
+    let gap: f64 = detail.split("found unknown twice, ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{detail}"));
+    assert!(gap >= 3.0, "the two checks were {gap} s apart: {detail}");
+    assert!(started.elapsed() >= Duration::from_secs(3), "no wait between the checks");
+    assert!(v["result"]["notes"].to_string().contains("a kubelet runs"), "{v:#}");
+    assert!(o.exists(1) && !o.exists(2), "pod 1 (known at the first check) stays, pod 2 goes");
+    drop(o);
 }

@@ -1,6 +1,6 @@
 //! kmem-active memcgs are read from a sample when there are many, and the census says so.
 //!
-//! Fixture: CentOS 7 3.10.0-957 (kmem accounting opt-in, KERNEL-FACTS.md section 3)
+//! Fixture: CentOS 7 3.10.0-957 (kmem accounting opt-in, docs/kernel-facts.md section 3)
 //! with 1,500 extra memcgs, every second one kmem-active.
 
 mod common;

@@ -172,29 +172,9 @@ impl Drop for LabRun {
                 .output();
         }
         for top in self.leftover_cgroups() {
-            kill_procs_below(&top);
-            remove_tree(&top);
+            kill_and_remove_tree(&top);
         }
         let _ = fs::remove_dir_all(&self.state);
-    }
-}
-
-/// SIGKILL the processes in a subtree of the lab's cgroups (only the lab's runc put any there).
-fn kill_procs_below(top: &Path) {
-    for _ in 0..50 {
-        let pids: Vec<i32> = cgroup_dirs(top)
-            .iter()
-            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
-            .collect();
-        if pids.is_empty() {
-            return;
-        }
-        for pid in pids {
-            // SAFETY: kill(2) on a pid read from the lab's own scratch cgroup.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        sleep(Duration::from_millis(100));
     }
 }
 

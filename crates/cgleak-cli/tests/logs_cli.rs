@@ -383,3 +383,225 @@ fn follow_streams_new_incidents() {
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!((v["kind"].as_str(), v["line"].as_u64()), (Some("memcg_create_failed"), Some(2)));
 }
+
+/// A kubelet line (RFC 3339 syslog form, as rsyslog writes /var/log/messages on el7) of a
+/// failed pod cgroup mkdir with `errno_text`.
+fn el7_kubelet_mkdir(errno_text: &str) -> String {
+    format!("2024-12-02T17:41:02.231466+00:00 node-7 kubelet[2817]: E1202 17:41:02.231466    2817 pod_workers.go:191] Error syncing pod {POD}, skipping: failed to ensure that the pod: {POD} cgroups exist and are correctly applied: failed to create container for [kubepods besteffort pod{POD}] : mkdir /sys/fs/cgroup/memory/kubepods/besteffort/pod{POD}: {errno_text}")
+}
+
+/// The logs of the host (`--host-root`) are explained by the host's own kernel build: el7
+/// 693 (css_id) returns ENOSPC when its memcg IDs run out (facts §1a).
+#[test]
+fn hints_name_the_host_kernel_build() {
+    let f = cgleak_fixtures::by_name("el7-693-kmem-leaking").expect("fixture");
+    let root = f.root();
+    assert_eq!(fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap().trim(), "3.10.0-693.21.1.el7.x86_64");
+    fs::create_dir_all(root.join("var/log")).unwrap();
+    fs::write(root.join("var/log/messages"), format!("{}\n", el7_kubelet_mkdir("no space left on device"))).unwrap();
+    let run = cgleak(&["--host-root", &s(root), "logs", "-o", "json"]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    let doc = run.json();
+    let hints: Vec<&str> = doc["summary"]["era_hints"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert_eq!(hints.len(), 2, "{hints:?}");
+    assert!(hints[0].starts_with("ENOSPC: mkdir returns it when the memcg ID space is full on 3.10 vanilla (css_id), el7 3.10.0-514 and -693 (css_id)"), "{hints:?}");
+    assert_eq!(hints[1], "this node runs 3.10.0-693.21.1.el7.x86_64 (el7, css_id): ENOSPC is its memcg-ID-exhaustion errno");
+    // The table says the same under "what it says".
+    let run = cgleak(&["--host-root", &s(root), "logs"]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(run.stdout.contains("                this node runs 3.10.0-693.21.1.el7.x86_64 (el7, css_id): ENOSPC is its memcg-ID-exhaustion errno\n"), "{}", run.stdout);
+    // A named file under the host's /var/log is the host's too.
+    let run = cgleak(&["--host-root", &s(root), "logs", &s(&root.join("var/log/messages")), "-o", "json"]);
+    assert_eq!(run.json()["summary"]["era_hints"].as_array().unwrap().len(), 2);
+    // A file from elsewhere may be another node's: no word about this kernel.
+    let d = tempfile::tempdir().unwrap();
+    let other = d.path().join("messages-from-node-9");
+    fs::write(&other, format!("{}\n", el7_kubelet_mkdir("no space left on device"))).unwrap();
+    let run = cgleak(&["--host-root", &s(root), "logs", &s(&other), "-o", "json"]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    let hints = run.json()["summary"]["era_hints"].clone();
+    assert_eq!(hints.as_array().unwrap().len(), 1, "{hints}");
+}
+
+/// ENOSPC from mkdir on 4.4.131 (the 73f576c04b94 backport releases IDs at offline, ENOMEM
+/// when they run out) is not the memcg ID leak: the hint says so and names what else it is.
+#[test]
+fn enospc_on_4_4_131_is_not_the_id_leak() {
+    let f = cgleak_fixtures::by_name("linux-4.4-v1").expect("fixture");
+    let root = f.root();
+    assert_eq!(fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap().trim(), "4.4.131");
+    fs::create_dir_all(root.join("var/log")).unwrap();
+    fs::write(root.join("var/log/syslog"), format!("{}\n{}\n", el7_kubelet_mkdir("no space left on device"), el7_kubelet_mkdir("cannot allocate memory"))).unwrap();
+    let run = cgleak(&["--host-root", &s(root), "logs", &s(&root.join("var/log/syslog")), "-o", "json"]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    let hints: Vec<String> = run.json()["summary"]["era_hints"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
+    assert!(
+        hints.contains(&"this node runs 4.4.131 (4.4.18+, IDs released at offline): it releases memcg IDs at offline and returns ENOMEM when they run out, so ENOSPC is not explained by the memcg ID leak: likely inotify watches on cgroup directories, live memcgs, or the kmem ID space with ~65k live kmem-active memcgs".to_string()),
+        "{hints:#?}"
+    );
+    assert!(hints.contains(&"this node runs 4.4.131 (4.4.18+, IDs released at offline): ENOMEM is its memcg-ID-exhaustion errno".to_string()), "{hints:#?}");
+}
+
+/// `mapped` and `streamed` (jsonl incidents) agree on line, cgroup and raw text.
+fn same_incidents(mapped: &[Value], streamed: &[Value]) {
+    let key = |v: &Value| (v["line"].as_u64(), v["cgroup_path"].as_str().map(str::to_string), v["raw"].as_str().map(str::to_string));
+    assert_eq!(mapped.iter().map(key).collect::<Vec<_>>(), streamed.iter().map(key).collect::<Vec<_>>());
+}
+
+/// `cgleak logs FILE` (mapped, in parts) and `cgleak logs - < FILE` (streamed), as jsonl.
+fn mapped_and_streamed(p: &Path) -> (Vec<Value>, Vec<Value>) {
+    let run = cgleak(&["logs", &s(p), "-o", "jsonl"]);
+    assert!(run.code == 3 || run.code == 0, "{run:#?}");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cgleak"));
+    c.args(["logs", "-", "-o", "jsonl"]).stdin(File::open(p).unwrap()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = c.output().unwrap();
+    let streamed = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (jsonl(&run), streamed)
+}
+
+/// The lines of a SLUB record of a pod's memcg, its rate-limit line first.
+fn slub_record(ts: &str, nodes: usize) -> Vec<String> {
+    let mut r = vec![
+        format!("Dec 22 08:00:01 node-1 kernel: {ts} slab_out_of_memory: 4225 callbacks suppressed"),
+        format!("Dec 22 08:00:01 node-1 kernel: {ts} SLUB: Unable to allocate memory on node -1 (gfp=0x20)"),
+        format!("Dec 22 08:00:01 node-1 kernel: {ts}   cache: kmalloc-64(1701:pod{POD}), object size: 64, buffer size: 64, default order: 0, min order: 0"),
+    ];
+    r.extend((0..nodes).map(|n| format!("Dec 22 08:00:01 node-1 kernel: {ts}   node {n}: slabs: 12, objs: 768, free: 0")));
+    r
+}
+
+/// A file written line by line, counting its bytes.
+struct Counted {
+    w: std::io::BufWriter<File>,
+    bytes: usize,
+}
+
+impl Counted {
+    fn put(&mut self, l: &str) -> usize {
+        writeln!(self.w, "{l}").unwrap();
+        self.bytes += l.len() + 1;
+        self.bytes
+    }
+}
+
+/// A file of exactly `total` bytes (above the parallel reader's 32 MiB) cut in `parts` by
+/// the reader: the first cut falls right after line `after` of a SLUB record. Each part
+/// must leave the other's record alone: the record is reported once, as streamed.
+#[test]
+fn slub_records_across_part_boundaries() {
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    assert!(parts >= 2, "this test needs 2 CPUs, so that cgleak cuts a big file in parts");
+    let total: usize = 40 << 20;
+    let first_cut = total / parts;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("kern.log");
+    // After the rate-limit line, the header, the cache line, and between node lines.
+    for after in 0..4 {
+        let mut w = Counted { w: std::io::BufWriter::new(File::create(&p).unwrap()), bytes: 0 };
+        let rec = slub_record("[ 2210.411987]", 2);
+        let before: usize = rec[..after].iter().map(|l| l.len() + 1).sum();
+        let mut n = 0;
+        // Ordinary lines, then a filler so that line `after` of the record holds the cut's byte.
+        while w.put(&ordinary(n)) + 4096 < first_cut - before {
+            n += 1;
+        }
+        let filler = first_cut - before - 10 - w.bytes;
+        w.put(&format!("Dec 22 08:00:00 node-1 kernel: {}", "x".repeat(filler - 32)));
+        assert_eq!(w.bytes + before + 10, first_cut);
+        for l in &rec {
+            w.put(l);
+        }
+        // The line after the record belongs to the second part only, whatever it is.
+        w.put(&kubelet_mkdir("Dec 22 08:00:02", "no space left on device"));
+        // A lone node line and a lone cache line elsewhere are records too; a global record is not.
+        w.put(&ordinary(1));
+        w.put("Dec 22 08:00:02 node-1 kernel: [ 2211.000000]   node 0: slabs: 1, objs: 2, free: 0");
+        w.put(&ordinary(2));
+        w.put(&format!("Dec 22 08:00:02 node-1 kernel: [ 2211.100000]   cache: kmalloc-128(77:pod{POD}), object size: 128, buffer size: 128, default order: 0, min order: 0"));
+        w.put("Dec 22 08:00:02 node-1 kernel: [ 2211.200000] SLUB: Unable to allocate memory on node -1 (gfp=0x20)");
+        w.put("Dec 22 08:00:02 node-1 kernel: [ 2211.200000]   cache: kmalloc-64, object size: 64, buffer size: 64, default order: 0, min order: 0");
+        let mut i = 3;
+        while w.bytes + 300 < total {
+            w.put(&ordinary(i));
+            i += 1;
+        }
+        let last = total - w.bytes - 1;
+        w.put(&format!("Dec 22 08:00:03 node-1 kernel: {}", "y".repeat(last - 31)));
+        w.w.flush().unwrap();
+        drop(w);
+        assert_eq!(fs::metadata(&p).unwrap().len() as usize, total);
+        let (mapped, streamed) = mapped_and_streamed(&p);
+        same_incidents(&mapped, &streamed);
+        let raws: Vec<&str> = mapped.iter().map(|v| v["raw"].as_str().unwrap()).collect();
+        assert_eq!(mapped.len(), 5, "cut after line {after} of the record: {raws:#?}");
+        assert!(raws[0].ends_with("callbacks suppressed") && raws[1].contains("SLUB: Unable") && raws[1].lines().count() == 4, "{raws:#?}");
+        assert!(raws[2].contains("mkdir /sys/fs/cgroup/memory/kubepods/burstable/pod"), "{raws:#?}");
+        assert!(raws[3].contains("node 0: slabs: 1,") && raws[4].contains("kmalloc-128(77:"), "{raws:#?}");
+    }
+}
+
+/// Who wrote a line shows in every output without changing jsonl's keys: `--output json`
+/// gives each incident `trusted` and `origin`, the table a TRUSTED column and a summary
+/// line, jsonl a note on stderr. Containers' logs are never read, even when named.
+#[test]
+fn trust_in_each_output_and_container_logs_are_never_read() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("messages");
+    let tenant = format!("Dec 22 08:00:00 node-1 myapp[99]: mkdir /sys/fs/cgroup/memory/kubepods/burstable/pod{POD}: no space left on device");
+    fs::write(&log, format!("{tenant}\n{}\n", kubelet_mkdir("Dec 22 08:00:01", "no space left on device"))).unwrap();
+
+    let run = cgleak(&["logs", &s(&log), "--output", "json"]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    let doc = run.json();
+    let inc = doc["incidents"].as_array().unwrap();
+    assert_eq!((inc[0]["trusted"].as_bool(), inc[0]["origin"].as_str()), (Some(false), Some("syslog tag myapp: not kubelet, a container runtime, systemd or the kernel")));
+    assert_eq!((inc[1]["trusted"].as_bool(), inc[1]["origin"].as_str()), (Some(true), Some("syslog tag kubelet")));
+    assert_eq!(doc["summary"]["untrusted"], 1);
+
+    let run = cgleak(&["logs", &s(&log), "--output", "jsonl"]);
+    assert_eq!(run.code, 3);
+    for i in jsonl(&run) {
+        let mut k: Vec<&str> = i.as_object().unwrap().keys().map(String::as_str).collect();
+        k.sort_unstable();
+        let mut want = KEYS.to_vec();
+        want.sort_unstable();
+        assert_eq!(k, want, "exactly the jsonl keys: {i}");
+    }
+    assert!(run.stderr.contains("note: 1 of 2 incidents are from untrusted lines"), "{}", run.stderr);
+
+    let run = cgleak(&["logs", &s(&log)]);
+    let rows: Vec<&str> = run.stdout.lines().collect();
+    assert!(rows[0].contains(" COMPONENT   TRUSTED  KIND "), "{}", rows[0]);
+    assert!(rows[1].contains(" myapp       no       memcg_create_failed"), "{}", rows[1]);
+    assert!(rows[2].contains(" kubelet     yes      memcg_create_failed"), "{}", rows[2]);
+    assert!(run.stdout.contains("  untrusted     1 of 2: not evidence (check leaves them out)"), "{}", run.stdout);
+    assert!(run.stdout.contains("                1: syslog tag myapp: not kubelet"), "{}", run.stdout);
+
+    // A container's log, named directly, through /var/log/containers' link, or by a glob: never read.
+    let host = d.path().join("host");
+    let pod_dir = host.join("var/log/pods/default_web_5b2f0a4c/app");
+    fs::create_dir_all(&pod_dir).unwrap();
+    fs::create_dir_all(host.join("var/log/containers")).unwrap();
+    let cri = format!("2023-12-22T08:00:00.000000000Z stderr F {}", kubelet_mkdir("Dec 22 08:00:00", "no space left on device"));
+    fs::write(pod_dir.join("0.log"), format!("{cri}\n")).unwrap();
+    std::os::unix::fs::symlink(pod_dir.join("0.log"), host.join("var/log/containers/web_default_app-3f1e.log")).unwrap();
+    let h = s(&host);
+    for named in [s(&pod_dir.join("0.log")), format!("{h}/var/log/containers/web_default_app-3f1e.log"), format!("{h}/var/log/pods/*/*/*.log")] {
+        let run = cgleak(&["--host-root", &h, "logs", &named]);
+        assert_eq!(run.code, 2, "{named}: {run:#?}");
+        assert!(run.stderr.contains("containers' logs (/var/log/pods, /var/log/containers) are never a source"), "{}", run.stderr);
+    }
+    // Beside a node's log: skipped with a note, the other read.
+    let run = cgleak(&["--host-root", &h, "logs", &s(&pod_dir.join("0.log")), &s(&log), "-o", "json"]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    let doc = run.json();
+    assert_eq!(doc["incidents"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["sources"][0]["kind"], "skipped");
+    assert!(doc["sources"][0]["notes"][0].as_str().unwrap().starts_with("skipped: a container's log (/var/log/pods)"), "{}", doc["sources"]);
+    assert!(run.stderr.contains("0.log skipped: a container's log"), "{}", run.stderr);
+    // The same CRI line copied elsewhere is read, and untrusted: a container's output.
+    let copy = d.path().join("copied.log");
+    fs::write(&copy, format!("{cri}\n")).unwrap();
+    let doc = cgleak(&["logs", &s(&copy), "-o", "json"]).json();
+    assert!(doc["incidents"][0]["origin"].as_str().unwrap().starts_with("a container's output (CRI log format"), "{doc}");
+}

@@ -6,28 +6,10 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::fixture::{on_fixture, Fixture};
-
-/// `promtool check metrics < file`: (exit code, stdout + stderr).
-fn promtool_check(file: &Path) -> (i32, String) {
-    let text = fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run promtool ({e}): install Debian's `prometheus` package (scripts/test-all.sh does); this test must not be skipped")
-        });
-    child.stdin.take().unwrap().write_all(&text).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
+use common::prom::{has_series, promtool_check_metrics};
 
 fn textfile_of(f: &Fixture, dir: &Path) -> String {
     let path = dir.join(format!("{}.prom", f.name));
@@ -35,14 +17,10 @@ fn textfile_of(f: &Fixture, dir: &Path) -> String {
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(run.stdout.contains("65535"), "the table is still printed: {run:#?}");
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let (code, said) = promtool_check(&path);
+    let (code, said) = promtool_check_metrics(text.as_bytes());
     assert_eq!(code, 0, "promtool check metrics rejected {}:\n{said}\n---\n{text}", path.display());
     assert!(said.trim().is_empty(), "promtool had something to say:\n{said}\n---\n{text}");
     text
-}
-
-fn has_series(text: &str, name: &str) -> bool {
-    text.lines().any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
 }
 
 #[test]
@@ -62,6 +40,8 @@ fn textfile_passes_promtool_on_6_12_v2() {
         assert!(has_series(&text, name), "{name} missing:\n{text}");
     }
     assert!(!has_series(&text, "cgleak_memcg_kmem_active"), "{text}");
+    // 6.12: no per-memcg slab caches (5.9+).
+    assert!(!has_series(&text, "cgleak_memcg_dead_slab_ids"), "{text}");
     // Only the .prom file is left: the temporary was renamed over it.
     let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names, vec![format!("{}.prom", f.name)]);
@@ -75,6 +55,9 @@ fn textfile_passes_promtool_on_el7_without_dying() {
     assert!(!has_series(&text, "cgleak_memcg_dying"), "{text}");
     assert!(!has_series(&text, "cgleak_memcg_headroom"), "{text}");
     assert!(has_series(&text, "cgleak_memcg_kmem_active"), "{text}");
+    // What warns early there: the lower bound, said to be one, and the dead slab IDs.
+    assert!(text.contains("cgleak_memcg_ids_in_use_confidence{confidence=\"lower_bound\"} 1\n"), "{text}");
+    assert!(has_series(&text, "cgleak_memcg_ids_in_use") && has_series(&text, "cgleak_memcg_dead_slab_ids"), "{text}");
 }
 
 #[test]

@@ -54,6 +54,55 @@ fn count_above_5000_needs_force() {
     assert!(out.stdout.is_empty());
 }
 
+/// `--to-limit` fills the node's ID space: never run here, so only its refusals are tested on
+/// this host (the qemu guests run it: lab scenario `to-limit`). Each refusal must come before
+/// anything is created, as any user (no root needed to be told no).
+fn refused(args: &[&str]) -> (Output, Vec<PathBuf>) {
+    let root = memory_root();
+    let child = cgleak().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    (out, scratch_parents_of(&root, pid))
+}
+
+#[test]
+fn to_limit_without_force_is_a_usage_error_that_explains_the_risk() {
+    let (out, made) = refused(&["probe", "--to-limit"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--to-limit") && stderr.contains("--force"), "{stderr}");
+    assert!(stderr.contains("ID space") && stderr.contains("pods"), "the risk is not explained: {stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(made.is_empty(), "created {made:?}");
+    // The JSON form refuses the same way, with nothing on stdout.
+    let (out, made) = refused(&["probe", "--to-limit", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty() && made.is_empty());
+}
+
+#[test]
+fn to_limit_conflicts_with_count() {
+    for args in [
+        &["probe", "--to-limit", "--force", "--count", "10"][..],
+        &["probe", "--count", "10", "--to-limit", "--force", "--output", "json"][..],
+    ] {
+        let (out, made) = refused(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--to-limit") && stderr.contains("--count"), "{stderr}");
+        assert!(out.stdout.is_empty() && made.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn help_shows_to_limit_with_its_exit_codes() {
+    let out = cgleak().args(["probe", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(help.contains("cgleak probe --to-limit --force --output json"), "{help}");
+    assert!(help.contains("--to-limit: the limit met, headroom measured"), "{help}");
+}
+
 #[test]
 fn count_zero_is_a_usage_error() {
     let out = cgleak().args(["probe", "--count", "0"]).output().unwrap();
@@ -74,6 +123,9 @@ fn probe_100_as_json() {
     assert_eq!(v["interrupted"], false);
     assert!(v["failed_at"].is_null() && v["errno"].is_null());
     assert_eq!(v["leftover"], serde_json::json!([]));
+    // The --to-limit keys are there for every probe: a count probe that succeeds proves a lower bound only.
+    assert_eq!(v["to_limit"], false);
+    assert!(v["headroom"].is_null() && v["no_free_id_ms"].is_null() && v["removals_until_free"].is_null(), "{v:#}");
     let scratch = v["scratch_parent"].as_str().unwrap();
     assert!(scratch.starts_with(&format!("{}/cgleak-probe-", root.display())), "{scratch}");
     assert!(!Path::new(scratch).exists(), "{scratch} was left behind");

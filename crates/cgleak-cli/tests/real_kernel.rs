@@ -127,7 +127,7 @@ fn real_kernel_census_counts_live_and_dying() {
     assert!(done, "the host's memory cgroups changed during each of {ATTEMPTS} attempts of step 1");
 
     // Steps 2 and 3: ten memcgs that each hold 4 MiB of page cache of an ext4 file;
-    // rmdir makes them dying (charges never block rmdir, KERNEL-FACTS section 4);
+    // rmdir makes them dying (charges never block rmdir, docs/kernel-facts.md section 4);
     // dropping those files' page cache releases them. Retried as a unit.
     let files_dir = tmp_dir("cgleak-test-pagecache-");
     assert_not_tmpfs(files_dir.path());
@@ -173,7 +173,7 @@ fn real_kernel_census_counts_live_and_dying() {
         // has freed our ten; dying must then be back at the baseline. The writers charged
         // only the files' pages (spawn_writer_in preallocates); should a page of anything
         // else still pin one after 10 s, reclaim on the live parent releases it too
-        // (memory.force_empty walks dying children, KERNEL-FACTS section 4).
+        // (memory.force_empty walks dying children, docs/kernel-facts.md section 4).
         let baseline = u64_at(&s0, "/memcg/dying");
         let dropped_at = Instant::now();
         let mut last = None;

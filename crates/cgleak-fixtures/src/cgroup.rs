@@ -3,7 +3,7 @@
 //! hierarchy with the root `cgroup.stat` computed from the tree that was written.
 //!
 //! Directories are real: ext4 keeps st_nlink = 2 + subdirectories like kernfs does
-//! (KERNEL-FACTS.md section 2), so counting by link counts works on a fixture as on a host.
+//! (docs/kernel-facts.md section 2), so counting by link counts works on a fixture as on a host.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::write::{create_child, create_dir_all, create_file_with_content, set_mode, subdirs};
 
-/// Kernel-memory accounting state of a v1 memcg (KERNEL-FACTS.md section 3).
+/// Kernel-memory accounting state of a v1 memcg (docs/kernel-facts.md section 3).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kmem {
     /// Not accounted: usage 0; memory.kmem.slabinfo has no rows (a 3.10 kernel
@@ -249,7 +249,7 @@ impl V1Tree {
         write(dir, "memory.force_empty", "");
         set_mode(&dir.join("memory.force_empty"), 0o200);
         // kmem: written 1 then -1 by kubelet/runc to switch accounting on, so an active
-        // memcg reads unlimited too (KERNEL-FACTS.md section 3).
+        // memcg reads unlimited too (docs/kernel-facts.md section 3).
         write(
             dir,
             "memory.kmem.limit_in_bytes",
@@ -307,7 +307,7 @@ impl CgroupWriter for V1Tree {
     }
 }
 
-/// cgroup1_base_files (KERNEL-FACTS.md section 2): no dying count among them.
+/// cgroup1_base_files (docs/kernel-facts.md section 2): no dying count among them.
 fn write_v1_base(dir: &Path, procs: &[u32], is_root: bool) {
     write(dir, "cgroup.procs", lines(procs));
     write(dir, "tasks", lines(procs));

@@ -25,7 +25,16 @@ macro_rules! fixture {
             Fixture::build($name, concat!($($doc, "\n"),+), $build)
         }
     };
+    ($(#[doc = $doc:literal])+ pub fn $f:ident() => $name:literal, |$h:ident| $build:expr) => {
+        $(#[doc = $doc])+
+        pub fn $f() -> Fixture {
+            Fixture::build($name, concat!($($doc, "\n"),+), |$h: &Host| $build)
+        }
+    };
 }
+
+mod old_nodes;
+pub use old_nodes::*;
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -565,7 +574,7 @@ fixture! {
     /// cpu,cpuacct co-mounted, memory, and the other CentOS 7 hierarchies; no cgroup2).
     /// Kubernetes 1.18 with docker 18.09 (runc 1.0.0-rc6+dev), cgroupfs driver.
     ///
-    /// Facts encoded (KERNEL-FACTS.md):
+    /// Facts encoded (docs/kernel-facts.md):
     /// - s1: 3.10 RHEL: a dying memcg keeps its ID until the struct is freed, so the leak
     ///   is of IDs and invisible; the ID space is 65535.
     /// - s2: /proc/cgroups num_cgroups on 3.10 is decremented at rmdir: here it equals the
@@ -805,7 +814,7 @@ fixture! {
     /// docker 19.03 and runc 1.0.0-rc10, systemd cgroup driver
     /// (`kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/docker-<id>.scope`).
     ///
-    /// Facts encoded (KERNEL-FACTS.md):
+    /// Facts encoded (docs/kernel-facts.md):
     /// - s1: RHEL7 3.10.0-1160: private mem_cgroup_idr, dying memcgs keep their IDs, mkdir
     ///   fails with ENOMEM when full.
     /// - s2: /proc/cgroups num_cgroups is decremented at rmdir on 3.10: equals the live
@@ -902,7 +911,7 @@ fixture! {
     /// Upstream longterm kernel `4.4.131`, cgroup v1 only (no cgroup2: 4.5+), Kubernetes
     /// 1.11 with containerd 1.1 (CRI plugin) and runc 1.0.0-rc5, cgroupfs driver.
     ///
-    /// Facts encoded (KERNEL-FACTS.md):
+    /// Facts encoded (docs/kernel-facts.md):
     /// - s1: 4.4.y carries the memcg ID refcount backport (73f576c04b94): a dying memcg
     ///   releases its ID at css_offline; mkdir fails with ENOMEM when the space is full.
     /// - s2: /proc/cgroups num_cgroups (4.x) counts dying cgroups until freed: memory's
@@ -1024,7 +1033,7 @@ fixture! {
     /// systemd.legacy_systemd_cgroup_controller, so no cgroup2 mount). Kubernetes 1.19 with
     /// Debian's docker.io 18.09 (runc `1.0.0~rc6+dfsg1` at /usr/sbin/runc), cgroupfs driver.
     ///
-    /// Facts encoded (KERNEL-FACTS.md):
+    /// Facts encoded (docs/kernel-facts.md):
     /// - s1: 4.7 .. 4.19: a dying memcg releases its ID at css_offline (unless swap pins
     ///   it; no swap here); mkdir fails with ENOMEM when full.
     /// - s2: /proc/cgroups num_cgroups counts dying cgroups on 4.x: memory's row is the
@@ -1150,7 +1159,7 @@ fixture! {
     /// one pod started before the switch still runs as `docker-<id>.scope`. Swap is on
     /// (failSwapOn: false) and in use.
     ///
-    /// Facts encoded (KERNEL-FACTS.md):
+    /// Facts encoded (docs/kernel-facts.md):
     /// - s1: 5.4.41+ .. 6.11: dying memcgs release their IDs except where swap entries of
     ///   shmem pin them; mkdir fails with ENOSPC when full.
     /// - s2: memory's /proc/cgroups row (a v1 hierarchy) = directories + 143 dying.
@@ -1343,7 +1352,7 @@ fixture! {
     /// `crio-conmon-<id>.scope` beside it; the kubelet runs with --config naming a file
     /// that says `cgroupDriver: systemd`.
     ///
-    /// Facts encoded (KERNEL-FACTS.md):
+    /// Facts encoded (docs/kernel-facts.md):
     /// - s1: 5.4.41+ .. 6.11: dying memcgs release their IDs (no swap here); ENOSPC when full.
     /// - s2: v2 root cgroup.stat has nr_descendants and nr_dying_descendants (dying
     ///   cgroups of any controller: 38), and no nr_subsys_* keys before 6.12.
@@ -1548,7 +1557,7 @@ fixture! {
     /// systemd driver (`cri-containerd-<id>.scope`). A batch workload churns pods and
     /// leaves dying memcgs pinned by page cache.
     ///
-    /// Facts encoded (KERNEL-FACTS.md):
+    /// Facts encoded (docs/kernel-facts.md):
     /// - s1: 6.12+: dying memcgs release their IDs (swap pins only; no swap here); mkdir
     ///   fails with EBUSY when full.
     /// - s2: 6.12 root cgroup.stat adds nr_subsys_<ss> (css->nr_descendants + 1: the root
@@ -1580,7 +1589,7 @@ fixture! {
     /// debian-6.12-v2-dying-subsys plus a CI runner service (Delegate=yes) that made a
     /// memory-enabled cgroup per job and never removed them: 62500 live memcgs.
     ///
-    /// Facts encoded (KERNEL-FACTS.md):
+    /// Facts encoded (docs/kernel-facts.md):
     /// - s1: the ID limit is 65535 (MEM_CGROUP_ID_MAX), the root uses one; on 6.12+ only
     ///   live memcgs (and swap-pinned dying ones) hold IDs; EBUSY when full.
     /// - s2: root cgroup.stat nr_subsys_memory 62500 = the memcgs of the tree, root
@@ -1603,7 +1612,7 @@ fixture! {
     /// Kernel `6.12.117+deb12-cloud-amd64`, cgroup v2, as 6.12-v2-near-limit but the
     /// leaked job cgroups have filled the ID space: 65535 memcgs.
     ///
-    /// Facts encoded (KERNEL-FACTS.md):
+    /// Facts encoded (docs/kernel-facts.md):
     /// - s1: measured in a 6.12 guest: mkdir fails with EBUSY at 65535 memcgs (root and
     ///   every other memcg counted), and cgroup.stat then shows nr_subsys_memory 65535.
     /// - s2: nr_dying_subsys_memory 3: dying memcgs do not hold IDs on 6.12 (no swap).

@@ -3,7 +3,7 @@
 //! caches in `/sys/kernel/slab`, the kubelet's state and stand-in binaries.
 //!
 //! Each fixture is one function whose doc comment names the kernel and the facts of
-//! KERNEL-FACTS.md it encodes; the same text is written to `<root>/FIXTURE.txt`.
+//! docs/kernel-facts.md it encodes; the same text is written to `<root>/FIXTURE.txt`.
 //! Nothing is committed as a tree: the Rust code is the fixture.
 
 pub mod cgroup;
@@ -41,6 +41,9 @@ pub struct Truth {
     pub containers: u64,
     /// Pod cgroups with no task in their subtree and no kubelet pod directory, sorted.
     pub orphan_uids: Vec<String>,
+    /// Cgroup names of deleted kmem-active memcgs whose per-memcg slab caches remain
+    /// (3.10 and 4.x with kmem accounting), sorted: what `cgleak dying` names by slab names.
+    pub dead_slab_names: Vec<String>,
     /// One line per pod cgroup and per notable cgroup, for FIXTURE.txt.
     pub inventory: Vec<String>,
 }
@@ -160,6 +163,17 @@ pub fn all() -> Vec<(&'static str, FixtureFn)> {
         ("debian-6.12-v2-dying-subsys", debian_6_12_v2_dying_subsys),
         ("6.12-v2-near-limit", v6_12_v2_near_limit),
         ("6.12-v2-exhausted", v6_12_v2_exhausted),
+        ("el7-514-kmem-exhausted", el7_514_kmem_exhausted),
+        ("el7-693-kmem-leaking", el7_693_kmem_leaking),
+        ("el7-957-kmem-exhausted", el7_957_kmem_exhausted),
+        ("el7-957-kmem-exhausted-1160-next", el7_957_kmem_exhausted_1160_next),
+        ("el7-1062-kmem-at-risk", el7_1062_kmem_at_risk),
+        ("el7-1160-kmem-exhausted", el7_1160_kmem_exhausted),
+        ("el7-1160-nokmem-exhausted", el7_1160_nokmem_exhausted),
+        ("ubuntu-4.4.0-21-kmem-exhausted", ubuntu_4_4_0_21_kmem_exhausted),
+        ("linux-4.4.131-enospc", linux_4_4_131_enospc),
+        ("debian-4.19-nokmem", debian_4_19_nokmem),
+        ("rhel8-4.18-bls-dying", rhel8_4_18_bls_dying),
     ]
 }
 

@@ -1,4 +1,4 @@
-//! `/sys/kernel/slab` as SLUB shows it (KERNEL-FACTS.md section 2).
+//! `/sys/kernel/slab` as SLUB shows it (docs/kernel-facts.md section 2).
 //!
 //! - Root caches: mergeable ones are symlinks to a directory named by a unique id
 //!   (`dentry -> :at-0000192`), unmergeable ones (with a constructor) are directories.

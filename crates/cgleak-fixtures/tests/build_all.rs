@@ -41,7 +41,7 @@ fn every_fixture_is_consistent() {
         let t = &f.truth;
         let text = read(&root.join("FIXTURE.txt"));
         assert!(
-            text.contains(t.release) && text.contains("KERNEL-FACTS"),
+            text.contains(t.release) && text.contains("docs/kernel-facts.md"),
             "{name}: FIXTURE.txt names the kernel and the facts"
         );
         assert_eq!(

@@ -1,4 +1,5 @@
 //! Cgroup operations the scenarios use for ground truth, independent of cgleak's readers.
+//! Only the cleanup (rmdir, removing a scratch tree) and errno names are cgleak's own.
 
 use std::fs;
 use std::io::{self, Write};
@@ -7,24 +8,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use cgleak_actions::cgroup_tree::{remove_cgroup, remove_tree_deepest_first, WhenBusy};
 
-/// errno name of an I/O error ("ENOSPC"), or its text when it has none.
+/// errno name of an I/O error ("ENOSPC"), from cgleak's one errno table.
 pub fn errno_name(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::ENOSPC) => "ENOSPC".into(),
-        Some(libc::ENOMEM) => "ENOMEM".into(),
-        Some(libc::EBUSY) => "EBUSY".into(),
-        Some(libc::EINVAL) => "EINVAL".into(),
-        Some(libc::EAGAIN) => "EAGAIN".into(),
-        Some(libc::ENOENT) => "ENOENT".into(),
-        Some(libc::EEXIST) => "EEXIST".into(),
-        Some(libc::EPERM) => "EPERM".into(),
-        Some(libc::EACCES) => "EACCES".into(),
-        Some(libc::ENODEV) => "ENODEV".into(),
-        Some(libc::EOPNOTSUPP) => "EOPNOTSUPP".into(),
-        Some(n) => format!("errno {n}"),
-        None => e.to_string(),
-    }
+    cgleak_readers::errno::name_of(e)
 }
 
 /// Write `value` to a cgroup file in one write(2), as `echo` would.
@@ -68,42 +56,16 @@ pub fn enable_memory(dir: &Path, version: u8) -> Result<()> {
     Ok(())
 }
 
-/// rmdir, tried again while EBUSY (a task that just exited may still be accounted).
+/// rmdir, tried again while EBUSY (a task that just exited may still be accounted): cgleak's
+/// own removal, which also checks that the directory is on cgroupfs.
 pub fn rmdir(path: &Path) -> io::Result<()> {
-    let start = Instant::now();
-    loop {
-        match fs::remove_dir(path) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < Duration::from_secs(5) => {
-                thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    remove_cgroup(path)
 }
 
-/// Remove a cgroup tree, deepest first. Returns the paths that could not be removed.
+/// Remove a cgroup tree, deepest first, with cgleak's own removal. Returns "path: error" of
+/// each directory that could not be removed.
 pub fn remove_tree(root: &Path) -> Vec<String> {
-    let mut left = Vec::new();
-    remove_below(root, &mut left);
-    if let Err(e) = rmdir(root) {
-        left.push(format!("{}: {e}", root.display()));
-    }
-    left
-}
-
-fn remove_below(dir: &Path, left: &mut Vec<String>) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for ent in rd.flatten() {
-        if ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            let p = ent.path();
-            remove_below(&p, left);
-            if let Err(e) = rmdir(&p) {
-                left.push(format!("{}: {e}", p.display()));
-            }
-        }
-    }
+    remove_tree_deepest_first(root, WhenBusy::Wait).leftover_lines()
 }
 
 /// Subdirectories of `dir`, recursively, plus `dir` itself. Every directory is listed
@@ -154,6 +116,21 @@ fn v2_memcg_children(dir: &Path) -> u64 {
         }
     }
     n
+}
+
+/// Dying cgroups of the memory hierarchy, from the kernel's own counters: v1 /proc/cgroups
+/// num_cgroups (dying included on 4.x+, facts §2) minus the `live` memcgs; v2 the root's
+/// nr_dying_descendants (4.14+).
+pub fn dying(root: &Path, version: u8, live: u64) -> Option<u64> {
+    if version == 2 {
+        return read_keyed(&root.join("cgroup.stat"), "nr_dying_descendants");
+    }
+    let text = fs::read_to_string("/proc/cgroups").ok()?;
+    let num: u64 = text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&"memory")).then(|| f.get(2)?.parse().ok()).flatten()
+    })?;
+    num.checked_sub(live)
 }
 
 /// A scratch parent of our own: `cgleak-test-<pid>-<what>` at the root of the memory

@@ -81,9 +81,11 @@ pub enum Env {
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     Census,
+    BpfWalk,
     MoveCharge,
     Runc,
     Migrate,
+    ToLimit,
     NearLimit,
     Exhaustion,
 }
@@ -92,16 +94,18 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Census => "census",
+            Scenario::BpfWalk => "bpf-walk",
             Scenario::MoveCharge => "move-charge",
             Scenario::Runc => "runc",
             Scenario::Migrate => "migrate",
+            Scenario::ToLimit => "to-limit",
             Scenario::NearLimit => "near-limit",
             Scenario::Exhaustion => "exhaustion",
         }
     }
     /// Scenarios that fill the memcg ID space: never on the host.
     pub fn guest_only(self) -> bool {
-        matches!(self, Scenario::NearLimit | Scenario::Exhaustion)
+        matches!(self, Scenario::ToLimit | Scenario::NearLimit | Scenario::Exhaustion)
     }
 }
 
@@ -123,7 +127,7 @@ struct RunArgs {
     /// A directory on a disk-backed filesystem (not tmpfs) for files whose page cache pins memcgs.
     #[arg(long)]
     data_dir: PathBuf,
-    /// errno that mkdir must return when the ID space is full, per KERNEL-FACTS.md section 1.
+    /// errno that mkdir must return when the ID space is full, per docs/kernel-facts.md section 1.
     #[arg(long)]
     expect_errno: Option<String>,
     /// Where result lines go (the guest's second serial port); stdout by default.

@@ -391,6 +391,8 @@ mod tests {
             source: "/var/log/messages".into(),
             line: 7,
             raw: String::new(),
+            trusted: true,
+            origin: "syslog tag kubelet".into(),
         }
     }
 

@@ -23,7 +23,9 @@ const PENDING_EVENTS_MAX: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
-    #[error("Kubernetes API: {0}")]
+    // With the causes: kube's "client error (Connect)" alone does not say that the name
+    // of the API server was not found, or that the connection was refused.
+    #[error("Kubernetes API: {}", with_causes(.0))]
     Api(#[source] kube::Error),
     #[error("Kubernetes API did not answer within {0:?}")]
     Timeout(Duration),
@@ -33,6 +35,21 @@ pub enum KubeError {
     Conflict { node: String, attempts: u32 },
     #[error("Kubernetes client configuration: {0}")]
     Config(String),
+}
+
+/// `e: cause: cause...`, each message once (kube's ServiceError repeats its source's).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 impl KubeError {
@@ -417,6 +434,8 @@ pub struct ReporterStatus {
     pub samples_superseded: u64,
     pub last_outcome: Option<ReportOutcome>,
     pub last_error: Option<String>,
+    /// The last error the API server or the connection gave (not "backing off").
+    pub last_api_error: Option<String>,
 }
 
 struct Mailbox {
@@ -444,7 +463,9 @@ impl KubeReporter {
         let mb = mailbox.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = self.reset_owned_conditions().await {
-                mb.status.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(e.to_string());
+                let mut st = mb.status.lock().unwrap_or_else(|p| p.into_inner());
+                st.last_api_error = Some(e.to_string());
+                st.last_error = Some(e.to_string());
             }
             loop {
                 mb.wake.notified().await;
@@ -458,6 +479,11 @@ impl KubeReporter {
                     }
                     Err(e) => {
                         st.reports_failed += 1;
+                        // Waiting out a backoff is not a new API error: its retry time changes
+                        // every sample, so the agent tells the API errors apart for stderr.
+                        if !matches!(e, KubeError::BackingOff { .. }) {
+                            st.last_api_error = Some(e.to_string());
+                        }
                         st.last_error = Some(e.to_string());
                     }
                 }

@@ -4,7 +4,13 @@
 //! the agent needs: hostPID, the host's paths read-only under /host, `--host-root /host`,
 //! no privilege unless fix actions are on, RBAC verbs exactly as listed (nodes patch only
 //! with the taint), requests and limits, tolerations for every taint, a ServiceMonitor on
-//! /metrics and a PrometheusRule equal to `deploy/prometheus/cgleak-alerts.yml`.
+//! /metrics and a PrometheusRule equal to `deploy/prometheus/cgleak-alerts.yml`; with the
+//! chart's `reclaim.every`, `--reclaim-every` and a writable mount of drop_caches alone.
+//! The endpoint: bound to the pod's IP (`$(POD_IP)` from `status.podIP`), a NetworkPolicy
+//! admitting only the scraper (both selectors in one peer), liveness on /livez with room
+//! for a slow census, readiness on /healthz, not-ready pods still published, and TLS and
+//! the bearer token from read-only Secret mounts, with HTTPS probes and a ServiceMonitor
+//! that speaks them.
 //!
 //! Helm cannot be installed where CI runs, so the chart is rendered here by a renderer of
 //! the small template subset the chart's README allows; anything else fails the test.
@@ -13,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Probe, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
@@ -34,6 +41,7 @@ struct Manifests {
     cluster_role_bindings: Vec<ClusterRoleBinding>,
     daemonsets: Vec<DaemonSet>,
     services: Vec<Service>,
+    network_policies: Vec<NetworkPolicy>,
     /// CRDs (monitoring.coreos.com/v1): kept as YAML, their fields checked one by one.
     service_monitors: Vec<Value>,
     prometheus_rules: Vec<Value>,
@@ -72,6 +80,7 @@ fn add_document(m: &mut Manifests, doc: Value, origin: &str) {
         "ClusterRoleBinding" => m.cluster_role_bindings.push(typed(&doc, &origin)),
         "DaemonSet" => m.daemonsets.push(typed(&doc, &origin)),
         "Service" => m.services.push(typed(&doc, &origin)),
+        "NetworkPolicy" => m.network_policies.push(typed(&doc, &origin)),
         "ServiceMonitor" | "PrometheusRule" => {
             assert_eq!(api_version, "monitoring.coreos.com/v1", "{origin}");
             assert!(str_at(&doc, &["metadata", "name"]).is_some(), "{origin}: no metadata.name");
@@ -329,15 +338,32 @@ fn plain_manifests(with_taint: bool) -> Manifests {
 struct Expect {
     taint: bool,
     fix: bool,
+    /// `reclaim.every` set: `--reclaim-every` and the drop_caches mount.
+    reclaim: bool,
     monitoring: bool,
     namespace: &'static str,
 }
 
-const ALERTS: [&str; 5] = ["MemcgHeadroomLow", "MemcgExhausted", "MemcgExhaustionForecast", "MemcgDyingHigh", "MemcgCreateFailures"];
+const ALERTS: [&str; 8] = [
+    "MemcgHeadroomLow",
+    "MemcgExhausted",
+    "MemcgExhaustionForecast",
+    "MemcgDyingHigh",
+    "MemcgCreateFailures",
+    "MemcgIdsInUseHigh",
+    "MemcgKmemActiveGrowing",
+    "MemcgDeadSlabIdsGrowing",
+];
 
 /// The host paths the agent reads, where it reads them, and whether fix actions write them.
-/// The agent's `--state-dir`: the host's own directory, mounted at the same path.
-const STATE_DIR: &str = "/var/lib/cgleak";
+/// The agent's state directory on the host (cgleak's default for the agent), and where the
+/// pod has it: `--state-dir` under `--host-root /host`. The fixer's state beside it
+/// (`/var/lib/cgleak/fix`, what `cgleak fix --resume` carries on from) and the directory
+/// holding both are never mounted.
+const STATE_DIR: (&str, &str) = ("/var/lib/cgleak/agent", "/host/var/lib/cgleak/agent");
+
+/// The one file a reclaim writes (`--reclaim-every`), where it is mounted writable.
+const DROP_CACHES: (&str, &str) = ("/proc/sys/vm/drop_caches", "/host/proc/sys/vm/drop_caches");
 
 const HOST_MOUNTS: [(&str, &str, bool); 5] = [
     ("/proc", "/host/proc", true),
@@ -381,7 +407,7 @@ fn check_contract(m: &Manifests, e: &Expect, what: &str) {
     let args = c.args.as_ref().expect("args");
     assert_eq!(args.first().map(String::as_str), Some("agent"), "{what}: {args:?}");
     assert!(follows(args, "--host-root", "/host"), "{what}: --host-root /host in {args:?}");
-    assert!(follows(args, "--listen", "0.0.0.0:9977"), "{what}: --listen 0.0.0.0:9977 in {args:?}");
+    assert!(follows(args, "--listen", "$(POD_IP):9977"), "{what}: --listen $(POD_IP):9977 in {args:?}");
     assert!(follows(args, "--interval", "30s"), "{what}: --interval 30s in {args:?}");
     assert!(args.iter().any(|a| a == "--kubernetes"), "{what}: --kubernetes in {args:?}");
     let node_name = c.env.as_ref().and_then(|env| env.iter().find(|v| v.name == "NODE_NAME")).expect("env NODE_NAME");
@@ -402,16 +428,33 @@ fn check_contract(m: &Manifests, e: &Expect, what: &str) {
         assert_eq!(mount.read_only, Some(want_ro), "{what}: {host} mounted read-only: {want_ro}");
     }
     // The agent's own state on the node, at the path of --state-dir: writable, and kept.
-    assert!(follows(args, "--state-dir", STATE_DIR), "{what}: --state-dir {STATE_DIR} in {args:?}");
+    let (state_host, state_at) = STATE_DIR;
+    assert!(follows(args, "--state-dir", state_at), "{what}: --state-dir {state_at} in {args:?}");
     let state = volumes
         .iter()
-        .find(|v| v.host_path.as_ref().is_some_and(|h| h.path == STATE_DIR))
-        .unwrap_or_else(|| panic!("{what}: no hostPath volume for the state directory {STATE_DIR}"));
-    assert_eq!(state.host_path.as_ref().unwrap().type_.as_deref(), Some("DirectoryOrCreate"), "{what}: {STATE_DIR}");
-    let state_mount = mounts.iter().find(|vm| vm.name == state.name).unwrap_or_else(|| panic!("{what}: {STATE_DIR} is not mounted"));
-    assert_eq!(state_mount.mount_path, STATE_DIR, "{what}");
+        .find(|v| v.host_path.as_ref().is_some_and(|h| h.path == state_host))
+        .unwrap_or_else(|| panic!("{what}: no hostPath volume for the agent's state directory {state_host}"));
+    assert_eq!(state.host_path.as_ref().unwrap().type_.as_deref(), Some("DirectoryOrCreate"), "{what}: {state_host}");
+    let state_mount = mounts.iter().find(|vm| vm.name == state.name).unwrap_or_else(|| panic!("{what}: {state_host} is not mounted"));
+    assert_eq!(state_mount.mount_path, state_at, "{what}");
     assert_ne!(state_mount.read_only, Some(true), "{what}: the state directory must be writable");
-    for vm in mounts.iter().filter(|vm| vm.name != state.name) {
+    // Nothing else of /var/lib/cgleak: the fixer's journal must stay out of the pod's reach.
+    for h in volumes.iter().filter(|v| v.name != state.name).filter_map(|v| v.host_path.as_ref()) {
+        let p = Path::new(&h.path);
+        assert!(!p.starts_with("/var/lib/cgleak") && !Path::new("/var/lib/cgleak/fix").starts_with(p), "{what}: hostPath {} reaches the fixer's state", h.path);
+    }
+    // The reclaim's drop_caches: its own writable mount of that file, only with reclaim.every.
+    let reclaim_every = args.windows(2).find(|w| w[0] == "--reclaim-every").map(|w| w[1].clone());
+    assert_eq!(reclaim_every.is_some(), e.reclaim, "{what}: --reclaim-every in {args:?}");
+    let drop_caches = mounts.iter().find(|vm| vm.mount_path == DROP_CACHES.1);
+    assert_eq!(drop_caches.is_some(), e.reclaim, "{what}: a mount at {} only with reclaim.every", DROP_CACHES.1);
+    if let Some(dc) = drop_caches {
+        assert_ne!(dc.read_only, Some(true), "{what}: {} must be writable", DROP_CACHES.1);
+        let vol = volumes.iter().find(|v| v.name == dc.name).expect("the drop_caches volume");
+        let hp = vol.host_path.as_ref().unwrap_or_else(|| panic!("{what}: {} is not a hostPath", dc.name));
+        assert_eq!((hp.path.as_str(), hp.type_.as_deref()), (DROP_CACHES.0, Some("File")), "{what}");
+    }
+    for vm in mounts.iter().filter(|vm| vm.name != state.name && vm.mount_path != DROP_CACHES.1 && !vm.mount_path.starts_with(SECRETS_DIR)) {
         assert!(vm.mount_path.starts_with("/host/"), "{what}: {} outside /host", vm.mount_path);
         let ro = vm.read_only == Some(true);
         let known = HOST_MOUNTS.iter().find(|(_, at, _)| *at == vm.mount_path).unwrap_or_else(|| panic!("{what}: unexpected mount {}", vm.mount_path));
@@ -447,15 +490,7 @@ fn check_contract(m: &Manifests, e: &Expect, what: &str) {
     let ports = c.ports.as_ref().expect("ports");
     let metrics = ports.iter().find(|p| p.name.as_deref() == Some("metrics")).expect("a port named metrics");
     assert_eq!(metrics.container_port, 9977, "{what}");
-    for (probe, name) in [(&c.liveness_probe, "liveness"), (&c.readiness_probe, "readiness")] {
-        let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap_or_else(|| panic!("{what}: {name} probe over HTTP"));
-        assert_eq!(get.path.as_deref(), Some("/healthz"), "{what}: {name}");
-        assert!(
-            matches!(&get.port, IntOrString::String(s) if s == "metrics") || get.port == IntOrString::Int(9977),
-            "{what}: {name} probe port {:?}",
-            get.port
-        );
-    }
+    check_endpoint(m, what);
 
     // The ServiceAccount the pod runs as, and exactly the RBAC it is bound to.
     let sa_name = pod.service_account_name.as_deref().expect("serviceAccountName");
@@ -558,6 +593,114 @@ fn rules_file_groups() -> Value {
     file.get("groups").cloned().expect("groups")
 }
 
+/// Where the chart mounts the TLS and token Secrets (read-only).
+const SECRETS_DIR: &str = "/etc/cgleak/";
+
+/// The endpoint's exposure: the bind address, the probes, the NetworkPolicy, the Service,
+/// and TLS and the token wherever their flags are.
+fn check_endpoint(m: &Manifests, what: &str) {
+    let ds = &m.daemonsets[0];
+    let (pod, c) = (pod_spec(ds), agent_container(ds));
+    let args = c.args.as_ref().expect("args");
+    // `$(POD_IP)` is expanded by the kubelet only when the container's env defines it.
+    let pod_ip = c.env.as_ref().and_then(|env| env.iter().find(|v| v.name == "POD_IP")).unwrap_or_else(|| panic!("{what}: env POD_IP"));
+    let field = pod_ip.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).expect("POD_IP from a fieldRef");
+    assert_eq!(field.field_path, "status.podIP", "{what}");
+    assert!(!args.iter().any(|a| a.contains("0.0.0.0")), "{what}: {args:?}");
+
+    // TLS and the token: each flag names a file on a read-only mount of a Secret.
+    let tls = follows(args, "--tls-cert", "/etc/cgleak/tls/tls.crt");
+    assert_eq!(tls, follows(args, "--tls-key", "/etc/cgleak/tls/tls.key"), "{what}: --tls-cert and --tls-key together: {args:?}");
+    assert_eq!(tls, args.iter().any(|a| a == "--tls-cert"), "{what}: {args:?}");
+    let token_file = args.windows(2).find(|w| w[0] == "--auth-token-file").map(|w| w[1].clone());
+    let secret_of = |file: &str| {
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        let vm = mounts.iter().find(|vm| file.starts_with(&format!("{}/", vm.mount_path))).unwrap_or_else(|| panic!("{what}: {file} is on no mount"));
+        assert_eq!(vm.read_only, Some(true), "{what}: {} read-only", vm.mount_path);
+        let vol = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == vm.name).unwrap();
+        let secret = vol.secret.as_ref().unwrap_or_else(|| panic!("{what}: {} is not a Secret", vm.mount_path));
+        assert_eq!(secret.default_mode, Some(0o400), "{what}: {} readable by its owner only", vm.mount_path);
+        secret.secret_name.clone().expect("secretName")
+    };
+    let tls_secret = tls.then(|| secret_of("/etc/cgleak/tls/tls.crt"));
+    let token_secret = token_file.as_deref().map(|f| (secret_of(f), f.rsplit('/').next().unwrap().to_string()));
+    for vm in c.volume_mounts.as_ref().unwrap().iter().filter(|vm| vm.mount_path.starts_with(SECRETS_DIR)) {
+        assert!(
+            (tls && vm.mount_path == "/etc/cgleak/tls") || token_file.as_deref().is_some_and(|f| f.starts_with(&format!("{}/", vm.mount_path))),
+            "{what}: {} mounted without its flag",
+            vm.mount_path
+        );
+    }
+
+    // Liveness: the process serves (/livez), with two minutes of room; readiness: the
+    // census is fresh (/healthz). Both on the metrics port, in HTTPS with TLS on.
+    let http_get = |p: &Option<Probe>, name: &str| {
+        let p = p.clone().unwrap_or_else(|| panic!("{what}: a {name} probe"));
+        let get = p.http_get.clone().unwrap_or_else(|| panic!("{what}: {name} probe over HTTP"));
+        assert!(matches!(&get.port, IntOrString::String(s) if s == "metrics"), "{what}: {name} probe port {:?}", get.port);
+        assert_eq!(get.scheme.as_deref(), tls.then_some("HTTPS"), "{what}: {name} scheme");
+        (p, get.path.unwrap_or_default())
+    };
+    let (live, live_path) = http_get(&c.liveness_probe, "liveness");
+    let (ready, ready_path) = http_get(&c.readiness_probe, "readiness");
+    assert_eq!((live_path.as_str(), ready_path.as_str()), ("/livez", "/healthz"), "{what}");
+    let n = |v: Option<i32>, default: i32| v.unwrap_or(default);
+    assert!(n(live.timeout_seconds, 1) >= 5, "{what}: liveness timeout {:?}", live.timeout_seconds);
+    assert!(n(live.period_seconds, 10) * n(live.failure_threshold, 3) >= 120, "{what}: liveness gives up within 2 minutes: {live:?}");
+    assert!(n(ready.timeout_seconds, 1) >= 5, "{what}: readiness timeout {:?}", ready.timeout_seconds);
+
+    // The Service keeps not-ready pods (a stale census) in the scrape.
+    let svc = m.services[0].spec.as_ref().unwrap();
+    assert_eq!(svc.publish_not_ready_addresses, Some(true), "{what}");
+
+    // The NetworkPolicy: the agent's pods, ingress on 9977/TCP from one peer that must match
+    // both a namespace and a pod selector; egress untouched.
+    assert_eq!(m.network_policies.len(), 1, "{what}: one NetworkPolicy");
+    let np = &m.network_policies[0];
+    assert_eq!(np.metadata.namespace, ds.metadata.namespace, "{what}");
+    let spec = np.spec.as_ref().expect("NetworkPolicy spec");
+    let pod_labels = ds.spec.as_ref().unwrap().template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let selects = spec.pod_selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+    assert!(!selects.is_empty() && spec.pod_selector.as_ref().unwrap().match_expressions.is_none(), "{what}: {:?}", spec.pod_selector);
+    for (k, v) in &selects {
+        assert_eq!(pod_labels.get(k), Some(v), "{what}: the NetworkPolicy selects the agent's pods");
+    }
+    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string()][..]), "{what}: Ingress only");
+    let ingress = spec.ingress.as_ref().expect("ingress rules");
+    assert_eq!(ingress.len(), 1, "{what}: one ingress rule");
+    let ports = ingress[0].ports.as_ref().expect("ports");
+    assert_eq!(ports.len(), 1, "{what}");
+    assert_eq!((ports[0].port.clone(), ports[0].protocol.as_deref(), ports[0].end_port), (Some(IntOrString::Int(9977)), Some("TCP"), None), "{what}");
+    let from = ingress[0].from.as_ref().expect("from: an empty from admits everyone");
+    assert_eq!(from.len(), 1, "{what}: one peer");
+    let peer = &from[0];
+    assert!(peer.ip_block.is_none(), "{what}");
+    for (sel, name) in [(&peer.namespace_selector, "namespaceSelector"), (&peer.pod_selector, "podSelector")] {
+        let sel = sel.as_ref().unwrap_or_else(|| panic!("{what}: the peer has no {name}"));
+        let labels = sel.match_labels.clone().unwrap_or_default();
+        assert!(!labels.is_empty() || sel.match_expressions.as_ref().is_some_and(|e| !e.is_empty()), "{what}: an empty {name} matches all");
+    }
+
+    // The ServiceMonitor speaks what the agent serves.
+    for sm in &m.service_monitors {
+        let ep = &at(sm, &["spec", "endpoints"]).and_then(Value::as_sequence).unwrap()[0];
+        assert_eq!(str_at(ep, &["scheme"]), tls.then_some("https"), "{what}: ServiceMonitor scheme");
+        if let Some(secret) = &tls_secret {
+            let tls_config = ep.get("tlsConfig").unwrap_or_else(|| panic!("{what}: tlsConfig"));
+            let ca = str_at(tls_config, &["ca", "secret", "name"]);
+            assert!(ca == Some(secret.as_str()) || tls_config.get("insecureSkipVerify") == Some(&Value::Bool(true)), "{what}: {tls_config:?}");
+        }
+        match &token_secret {
+            Some((name, key)) => {
+                assert_eq!(str_at(ep, &["authorization", "type"]), Some("Bearer"), "{what}");
+                assert_eq!(str_at(ep, &["authorization", "credentials", "name"]), Some(name.as_str()), "{what}");
+                assert_eq!(str_at(ep, &["authorization", "credentials", "key"]), Some(key.as_str()), "{what}");
+            }
+            None => assert!(ep.get("authorization").is_none(), "{what}"),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Tests
 
@@ -569,19 +712,19 @@ fn plain_manifests_parse_and_keep_the_contract() {
     assert_eq!(ns.metadata.name.as_deref(), Some("cgleak"));
     let labels = ns.metadata.labels.as_ref().unwrap();
     assert_eq!(labels.get("pod-security.kubernetes.io/enforce").map(String::as_str), Some("privileged"), "hostPID and hostPath need it");
-    check_contract(&m, &Expect { taint: false, fix: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset");
+    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset");
 }
 
 #[test]
 fn plain_taint_rbac_adds_nodes_patch_only() {
     let m = plain_manifests(true);
-    check_contract(&m, &Expect { taint: true, fix: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset + taint/");
+    check_contract(&m, &Expect { taint: true, fix: false, reclaim: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset + taint/");
 }
 
 #[test]
 fn chart_with_default_values() {
     let (m, _) = render_chart(&[]);
-    check_contract(&m, &Expect { taint: false, fix: false, monitoring: false, namespace: "monitoring" }, "chart, default values");
+    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, default values");
     let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
     assert!(!args.iter().any(|a| a.starts_with("--taint")), "{args:?}");
     // recursiveReadOnly is a 1.30 field: off by default, so older API servers accept the pod.
@@ -601,7 +744,7 @@ fn chart_with_taint_fix_and_monitoring() {
         ("serviceMonitor.labels", serde_yaml::from_str("{release: prometheus}").unwrap()),
         ("prometheusRule.labels", serde_yaml::from_str("{release: prometheus}").unwrap()),
     ]);
-    check_contract(&m, &Expect { taint: true, fix: true, monitoring: true, namespace: "monitoring" }, "chart, taint + fix + monitoring");
+    check_contract(&m, &Expect { taint: true, fix: true, reclaim: false, monitoring: true, namespace: "monitoring" }, "chart, taint + fix + monitoring");
     let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
     assert!(follows(&args, "--taint-key", "cgleak.io/memcg-exhaustion"), "{args:?}");
     assert!(follows(&args, "--taint-headroom-below", "3277"), "{args:?}");
@@ -616,12 +759,24 @@ fn chart_with_taint_fix_and_monitoring() {
 fn chart_each_switch_alone() {
     let on = Value::Bool(true);
     let (m, _) = render_chart(&[("taint.enabled", on.clone())]);
-    check_contract(&m, &Expect { taint: true, fix: false, monitoring: false, namespace: "monitoring" }, "chart, taint only");
+    check_contract(&m, &Expect { taint: true, fix: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, taint only");
     let (m, _) = render_chart(&[("fix.enabled", on.clone())]);
-    check_contract(&m, &Expect { taint: false, fix: true, monitoring: false, namespace: "monitoring" }, "chart, fix only");
+    check_contract(&m, &Expect { taint: false, fix: true, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, fix only");
     let (m, _) = render_chart(&[("kubernetes.enabled", Value::Bool(false))]);
     let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
     assert!(!args.iter().any(|a| a == "--kubernetes"), "{args:?}");
+}
+
+#[test]
+fn chart_with_reclaim_grants_drop_caches_alone() {
+    let (m, _) = render_chart(&[("reclaim.every", Value::from("2h"))]);
+    // Still unprivileged, every other host path read-only, no added capability.
+    check_contract(&m, &Expect { taint: false, fix: false, reclaim: true, monitoring: false, namespace: "monitoring" }, "chart, reclaim.every");
+    let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
+    assert!(follows(&args, "--reclaim-every", "2h"), "{args:?}");
+    // With fix actions on as well (cgroup v2 nodes write memory.reclaim under /sys).
+    let (m, _) = render_chart(&[("reclaim.every", Value::from("1h")), ("fix.enabled", Value::Bool(true))]);
+    check_contract(&m, &Expect { taint: false, fix: true, reclaim: true, monitoring: false, namespace: "monitoring" }, "chart, reclaim.every + fix");
 }
 
 #[test]
@@ -629,13 +784,78 @@ fn chart_recursive_read_only() {
     let on = Value::Bool(true);
     for fix in [false, true] {
         let (m, _) = render_chart(&[("recursiveReadOnly", on.clone()), ("fix.enabled", Value::Bool(fix))]);
-        check_contract(&m, &Expect { taint: false, fix, monitoring: false, namespace: "monitoring" }, "chart, recursiveReadOnly");
+        check_contract(&m, &Expect { taint: false, fix, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, recursiveReadOnly");
         for vm in agent_container(&m.daemonsets[0]).volume_mounts.as_ref().unwrap() {
             // The API server takes IfPossible only on a read-only mount; kmsg is a device, no tree.
             let want = (vm.read_only == Some(true) && vm.mount_path != "/host/dev/kmsg").then_some("IfPossible");
             assert_eq!(vm.recursive_read_only.as_deref(), want, "fix {fix}: {}", vm.mount_path);
         }
     }
+}
+
+#[test]
+fn plain_endpoint_is_bound_to_the_pod_ip_and_admits_prometheus_only() {
+    let m = plain_manifests(false);
+    let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
+    assert!(!args.iter().any(|a| a == "--tls-cert" || a == "--auth-token-file"), "{args:?}");
+    // The documented default scraper: kube-prometheus-stack's Prometheus in `monitoring`.
+    let peer = &m.network_policies[0].spec.as_ref().unwrap().ingress.as_ref().unwrap()[0].from.as_ref().unwrap()[0];
+    let labels = |s: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| s.as_ref().unwrap().match_labels.clone().unwrap();
+    assert_eq!(labels(&peer.namespace_selector), BTreeMap::from([("kubernetes.io/metadata.name".to_string(), "monitoring".to_string())]));
+    assert_eq!(labels(&peer.pod_selector), BTreeMap::from([("app.kubernetes.io/name".to_string(), "prometheus".to_string())]));
+    // The chart's defaults are the same policy.
+    let (chart, _) = render_chart(&[]);
+    assert_eq!(m.network_policies[0].spec.as_ref().unwrap().ingress, chart.network_policies[0].spec.as_ref().unwrap().ingress);
+}
+
+#[test]
+fn chart_network_policy_takes_the_scraper_selectors() {
+    let (m, _) = render_chart(&[
+        ("networkPolicy.prometheusNamespaceSelector", serde_yaml::from_str("{matchLabels: {team: observability}}").unwrap()),
+        ("networkPolicy.prometheusPodSelector", serde_yaml::from_str("{matchExpressions: [{key: app, operator: In, values: [prometheus, vmagent]}]}").unwrap()),
+    ]);
+    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, own scraper selectors");
+    let peer = &m.network_policies[0].spec.as_ref().unwrap().ingress.as_ref().unwrap()[0].from.as_ref().unwrap()[0];
+    assert_eq!(peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap().get("team").map(String::as_str), Some("observability"));
+    let expr = &peer.pod_selector.as_ref().unwrap().match_expressions.as_ref().unwrap()[0];
+    assert_eq!((expr.key.as_str(), expr.values.clone().unwrap()), ("app", vec!["prometheus".to_string(), "vmagent".to_string()]));
+    // Off: no policy at all (everything else unchanged).
+    let (m, _) = render_chart(&[("networkPolicy.enabled", Value::Bool(false))]);
+    assert!(m.network_policies.is_empty());
+    assert_eq!(m.daemonsets.len(), 1);
+}
+
+#[test]
+fn chart_with_tls_and_a_token() {
+    let on = Value::Bool(true);
+    let (m, _) = render_chart(&[
+        ("tls.secretName", Value::from("cgleak-tls")),
+        ("tls.serverName", Value::from("cgleak.monitoring.svc")),
+        ("tls.caKey", Value::from("ca.crt")),
+        ("auth.tokenSecretName", Value::from("cgleak-token")),
+        ("serviceMonitor.enabled", on.clone()),
+        ("prometheusRule.enabled", on.clone()),
+    ]);
+    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: true, namespace: "monitoring" }, "chart, tls + token");
+    let c = agent_container(&m.daemonsets[0]);
+    let args = c.args.clone().unwrap();
+    assert!(follows(&args, "--tls-cert", "/etc/cgleak/tls/tls.crt") && follows(&args, "--tls-key", "/etc/cgleak/tls/tls.key"), "{args:?}");
+    assert!(follows(&args, "--auth-token-file", "/etc/cgleak/auth/token"), "{args:?}");
+    let secrets: BTreeSet<String> =
+        pod_spec(&m.daemonsets[0]).volumes.as_ref().unwrap().iter().filter_map(|v| v.secret.as_ref()).filter_map(|s| s.secret_name.clone()).collect();
+    assert_eq!(secrets, BTreeSet::from(["cgleak-tls".to_string(), "cgleak-token".to_string()]));
+    let ep = &at(&m.service_monitors[0], &["spec", "endpoints"]).and_then(Value::as_sequence).unwrap()[0];
+    assert_eq!(str_at(ep, &["tlsConfig", "serverName"]), Some("cgleak.monitoring.svc"));
+    assert_eq!(str_at(ep, &["tlsConfig", "ca", "secret", "key"]), Some("ca.crt"));
+    assert!(ep.get("tlsConfig").unwrap().get("insecureSkipVerify").is_none());
+    // Without a CA key: encrypted, not verified; the token alone: plain HTTP with a token.
+    let (m, _) = render_chart(&[("tls.secretName", Value::from("cgleak-tls")), ("serviceMonitor.enabled", on.clone()), ("prometheusRule.enabled", on.clone())]);
+    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: true, namespace: "monitoring" }, "chart, tls without CA");
+    let ep = &at(&m.service_monitors[0], &["spec", "endpoints"]).and_then(Value::as_sequence).unwrap()[0];
+    assert_eq!(ep.get("tlsConfig").unwrap().get("insecureSkipVerify"), Some(&Value::Bool(true)));
+    let (m, _) = render_chart(&[("auth.tokenSecretName", Value::from("t")), ("auth.tokenSecretKey", Value::from("bearer"))]);
+    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, token only");
+    assert!(follows(agent_container(&m.daemonsets[0]).args.as_ref().unwrap(), "--auth-token-file", "/etc/cgleak/auth/bearer"));
 }
 
 #[test]

@@ -145,6 +145,8 @@ fn incident(cgroup: &str) -> Incident {
         source: "/var/log/syslog".into(),
         line: 4,
         raw: String::new(),
+        trusted: true,
+        origin: "syslog tag kubelet".into(),
     }
 }
 
@@ -426,6 +428,9 @@ async fn background_reporter_never_blocks_submit_and_keeps_incidents() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(bg.status().last_error.unwrap().contains("next try in"));
+    // The error that started the backoff stays the last API error (the agent prints each new one once).
+    let api = bg.status().last_api_error.unwrap();
+    assert!(api.contains("connection refused") && !api.contains("next try in"), "{api}");
     assert_eq!(bg.status().samples_superseded, 1);
     tokio::time::advance(Duration::from_secs(2)).await;
     s.new_incidents = vec![];

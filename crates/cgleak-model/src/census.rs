@@ -1,7 +1,8 @@
 //! The memcg census behind `cgleak status`: live, dying, IDs in use, headroom,
 //! kmem-active cgroups, slab evidence and the kubepods tree.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -13,7 +14,7 @@ use cgleak_readers::slab::{self, SlabDeadSummary, SlabNamingSeen};
 use cgleak_readers::{kubelet, HostPaths, ReadError};
 
 use crate::era::{DyingCountMethod, KernelEra};
-use crate::kubepods::{KubepodsCollector, KubepodsSummary, OrphanPod, QosClass, QosCounts};
+use crate::kubepods::{KubepodsCollector, KubepodsSummary, OrphanCharge, OrphanPod, QosClass, QosCounts};
 
 /// MEM_CGROUP_ID_MAX (include/linux/memcontrol.h; mm/memcontrol.c on 6.12+). The root uses one.
 pub const MEMCG_ID_LIMIT: u64 = 65535;
@@ -51,7 +52,55 @@ pub struct KernelSection {
     pub mkdir_errno_when_full: &'static str,
     pub kmem_opt_in: bool,
     pub nokmem_supported: bool,
+    /// `cgroup.memory=nokmem` is on the running kernel's command line (honoured or not: see
+    /// `kmem_accounting`).
+    pub nokmem_set: bool,
+    pub kmem_accounting: KmemAccounting,
     pub notes: Vec<String>,
+}
+
+/// Whether memcgs account kernel memory on this host (facts §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KmemAccounting {
+    /// v1 on 3.10, el7 and 4.0-4.5: off until a write to memory.kmem.limit_in_bytes switches it
+    /// on for one cgroup (kubelet 1.8-1.21, runc before rc94), inherited by its children.
+    OptIn,
+    /// v1 4.6+ and every v2 kernel: on for every memcg.
+    OnForEvery,
+    /// `cgroup.memory=nokmem` on a kernel that honours it (upstream 4.5+, el7 3.10.0-1062+):
+    /// off for every memcg, kmem limit writes ignored.
+    OffNokmem,
+}
+
+impl KmemAccounting {
+    pub fn of(era: &KernelEra, memory_version: u8, nokmem_set: bool) -> KmemAccounting {
+        if nokmem_set && era.nokmem_supported {
+            KmemAccounting::OffNokmem
+        } else if memory_version == 1 && era.kmem_opt_in {
+            KmemAccounting::OptIn
+        } else {
+            KmemAccounting::OnForEvery
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KmemAccounting::OptIn => "opt_in",
+            KmemAccounting::OnForEvery => "on_for_every",
+            KmemAccounting::OffNokmem => "off_nokmem",
+        }
+    }
+
+    /// In words, for sentences about `version` (the memory hierarchy's cgroup version).
+    pub fn describe(self, era: &KernelEra, memory_version: u8) -> String {
+        match self {
+            KmemAccounting::OptIn => "opt-in: off until kubelet or runc switches it on per cgroup by writing a kmem limit, then inherited by children".into(),
+            KmemAccounting::OffNokmem => "off for every memcg (cgroup.memory=nokmem)".into(),
+            KmemAccounting::OnForEvery if memory_version == 2 => "on for every memcg (cgroup v2 has no per-cgroup switch)".into(),
+            KmemAccounting::OnForEvery => format!("on for every v1 memcg on {} (4.6+: not a per-cgroup switch)", era.id.as_str()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,7 +137,7 @@ pub struct MemcgSection {
     pub dying: Option<u64>,
     pub dying_source: &'static str,
     /// Where dying memcgs cannot be counted (3.10): a lower bound from slab caches whose
-    /// cgroup is gone (each pins its memcg, KERNEL-FACTS.md section 2). Null elsewhere.
+    /// cgroup is gone (each pins its memcg, docs/kernel-facts.md section 2). Null elsewhere.
     pub dying_at_least: Option<u64>,
     pub id_limit: u64,
     pub ids_in_use: Option<u64>,
@@ -125,31 +174,16 @@ pub struct Census {
 }
 
 /// Why a census could not be taken.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CensusError {
-    Read(ReadError),
+    /// A host file could not be read (the error names it).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(
+        "no memory cgroup controller is mounted ({} lists no cgroup v1 hierarchy with memory, nor a cgroup2 mount whose cgroup.controllers has memory)",
+        .mountinfo.display()
+    )]
     NoMemoryController { mountinfo: PathBuf },
-}
-
-impl std::fmt::Display for CensusError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CensusError::Read(e) => write!(f, "{e}"),
-            CensusError::NoMemoryController { mountinfo } => write!(
-                f,
-                "no memory cgroup controller is mounted ({} lists no cgroup v1 hierarchy with memory, nor a cgroup2 mount whose cgroup.controllers has memory)",
-                mountinfo.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for CensusError {}
-
-impl From<ReadError> for CensusError {
-    fn from(e: ReadError) -> Self {
-        CensusError::Read(e)
-    }
 }
 
 impl CensusError {
@@ -161,19 +195,31 @@ impl CensusError {
     }
 }
 
-/// The visitor the census walks the memory hierarchy with.
-struct CensusVisitor {
+/// Told of every memcg a census walks (the root excepted: it never dies), for the agent's
+/// memory of memcgs: its inode and where it is (its parent's inode and path from the
+/// hierarchy's root, and its name). On v2, only cgroups whose parent enables the memory controller.
+pub trait MemcgObserver {
+    fn memcg(&mut self, inode: u64, parent_inode: u64, parent: &[CString], name: &CStr);
+}
+
+/// The visitor the census walks the memory hierarchy with: one per thread of a parallel
+/// walk, merged after it ([`CensusVisitor::merge`]). Nothing it gathers depends on the order
+/// of its visits, so the census is the same whichever thread saw which directory.
+struct CensusVisitor<'o> {
+    /// The agent's memory, told of every memcg (a census on one thread only).
+    observer: Option<&'o mut (dyn MemcgObserver + Send)>,
     memory_version: u8,
-    /// v2: memcgs are the root plus children of cgroups with `memory` in subtree_control.
+    /// v2: children of cgroups with `memory` in subtree_control (the root is added after the walk).
     v2_memcgs: u64,
     kubepods: KubepodsCollector,
     /// Basenames of live cgroups, kept only when slab caches name cgroups.
     names: Option<HashSet<String>>,
-    kmem: Option<Reservoir>,
+    kmem: Option<PathSample>,
 }
 
-impl CgroupVisitor for CensusVisitor {
+impl CgroupVisitor for CensusVisitor<'_> {
     fn visit(&mut self, dir: &WalkDir<'_>, children: &[ChildDir]) {
+        let mut memcgs = true;
         if self.memory_version == 2 {
             let enabled = dir
                 .read_file("cgroup.subtree_control")
@@ -182,60 +228,108 @@ impl CgroupVisitor for CensusVisitor {
             if enabled {
                 self.v2_memcgs += children.len() as u64;
             }
+            memcgs = enabled;
+        }
+        if let (Some(o), true) = (self.observer.as_deref_mut(), memcgs) {
+            for c in children {
+                o.memcg(c.ino, dir.ino, dir.components, &c.name);
+            }
         }
         self.kubepods.visit(dir, children);
         if let Some(names) = &mut self.names {
             names.extend(children.iter().map(|c| c.name_str().to_string()));
         }
         if let Some(r) = &mut self.kmem {
-            let rel = dir.rel_path();
             for c in children {
-                r.offer(|| rel.join(c.name_str()));
+                r.offer(path_hash(dir.components, c.name.as_bytes()), || dir.rel_path().join(c.name_str()));
             }
         }
     }
 }
 
-/// Reservoir sample (Algorithm R) with a fixed, deterministic generator: the same
-/// tree gives the same sample, so outputs and tests are reproducible.
-struct Reservoir {
+impl CensusVisitor<'_> {
+    fn merge(&mut self, other: CensusVisitor<'_>) {
+        self.v2_memcgs += other.v2_memcgs;
+        self.kubepods.merge(other.kubepods);
+        if let (Some(a), Some(b)) = (&mut self.names, other.names) {
+            a.extend(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.kmem, other.kmem) {
+            a.merge(b);
+        }
+    }
+}
+
+/// A sample of `cap` memcgs that does not depend on the order they are seen in (threads of
+/// a parallel walk see them in any order): the `cap` whose paths hash lowest. The hash is
+/// fixed, so the same tree gives the same sample (outputs and tests are reproducible), and
+/// the lowest hashes of a good hash are a uniform sample (bottom-k sampling).
+struct PathSample {
     cap: usize,
     seen: u64,
-    items: Vec<PathBuf>,
-    state: u64,
+    /// A max-heap: the kept path that hashes highest goes first.
+    items: BinaryHeap<(u64, PathBuf)>,
 }
 
-impl Reservoir {
+impl PathSample {
     fn new(cap: usize) -> Self {
-        Reservoir { cap, seen: 0, items: Vec::new(), state: 0x9E37_79B9_7F4A_7C15 }
+        PathSample { cap, seen: 0, items: BinaryHeap::new() }
     }
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn offer(&mut self, item: impl FnOnce() -> PathBuf) {
+
+    /// One more memcg, whose path is made only when it is kept.
+    fn offer(&mut self, hash: u64, path: impl FnOnce() -> PathBuf) {
         self.seen += 1;
+        self.keep(hash, path);
+    }
+
+    fn keep(&mut self, hash: u64, path: impl FnOnce() -> PathBuf) {
         if self.items.len() < self.cap {
-            self.items.push(item());
-        } else {
-            let j = self.next() % self.seen;
-            if (j as usize) < self.cap {
-                self.items[j as usize] = item();
-            }
+            self.items.push((hash, path()));
+            return;
+        }
+        let Some(top) = self.items.peek() else { return };
+        if hash > top.0 {
+            return;
+        }
+        // Ties of the hash go by path, so the order of the offers never matters.
+        let item = (hash, path());
+        if item < *top {
+            self.items.pop();
+            self.items.push(item);
         }
     }
+
+    fn merge(&mut self, other: PathSample) {
+        self.seen += other.seen;
+        for (h, p) in other.items {
+            self.keep(h, || p);
+        }
+    }
+}
+
+/// FNV-1a of a path from the hierarchy's root (its components and a last name, each followed
+/// by '/'), then the splitmix64 finalizer, whose output bits are all well mixed.
+fn path_hash(dir: &[CString], name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in dir.iter().map(|c| c.as_bytes()).chain(std::iter::once(name)) {
+        for &b in part.iter().chain(b"/") {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// Inputs read before the walk. They do not change while the host runs (mounts,
-/// kernel release), so a sampler reads them once and clones them for each census.
+/// kernel release, boot parameters), so a sampler reads them once and clones them for each census.
 #[derive(Clone)]
 pub struct CensusInputs {
     pub layout: CgroupLayout,
     pub memory: MemoryHierarchy,
     pub era: KernelEra,
+    /// `cgroup.memory=nokmem` on /proc/cmdline (false when unreadable).
+    pub nokmem_set: bool,
 }
 
 impl CensusInputs {
@@ -246,7 +340,8 @@ impl CensusInputs {
             .ok_or_else(|| CensusError::NoMemoryController { mountinfo: host.host("/proc/self/mountinfo") })?;
         let release = procfs::read_osrelease(host)?;
         let era = KernelEra::from_release_str(&release);
-        Ok(CensusInputs { layout, memory, era })
+        let nokmem_set = procfs::read_cmdline(host).is_ok_and(|c| procfs::cmdline_has(&c, "cgroup.memory=nokmem"));
+        Ok(CensusInputs { layout, memory, era, nokmem_set })
     }
 }
 
@@ -264,20 +359,58 @@ pub fn census_with(host: &HostPaths, inputs: CensusInputs) -> Result<Census, Cen
 /// what each directory held, so unchanged directories are not listed next time
 /// (cgroupfs::walk_cached; the figures are the same as without it).
 pub fn census_with_cache(host: &HostPaths, inputs: CensusInputs, walk: Option<&mut WalkCache>) -> Result<Census, CensusError> {
-    let CensusInputs { layout, memory, era } = inputs;
+    census_observed(host, inputs, walk, None)
+}
+
+/// [`census_with_cache`], telling `observer` of every memcg the walk sees (the agent's
+/// memory of memcgs): inodes and names come from the parents' listings the walk does anyway.
+/// An observer makes the walk run on one thread; with a `walk` cache it does already.
+pub fn census_observed(
+    host: &HostPaths,
+    inputs: CensusInputs,
+    walk: Option<&mut WalkCache>,
+    observer: Option<&mut (dyn MemcgObserver + Send)>,
+) -> Result<Census, CensusError> {
+    let CensusInputs { layout, memory, era, nokmem_set } = inputs;
     let root = memory.mount.local.clone();
     let v1 = memory.version == 1;
+    let kmem_accounting = KmemAccounting::of(&era, memory.version, nokmem_set);
 
     let slab_scan = slab::scan_memcg_slab_caches(host)?;
+    // Counted where it is a per-cgroup switch (3.10, el7, 4.0 .. 4.5): with nokmem honoured
+    // the count shows that nothing could switch it on (0).
     let kmem_countable = v1 && era.kmem_opt_in;
-    let mut visitor = CensusVisitor {
+    let new_visitor = || CensusVisitor {
+        observer: None,
         memory_version: memory.version,
-        v2_memcgs: 1,
+        v2_memcgs: 0,
         kubepods: KubepodsCollector::default(),
         names: (!slab_scan.caches.is_empty()).then(HashSet::new),
-        kmem: kmem_countable.then(|| Reservoir::new(KMEM_SAMPLE_SIZE)),
+        kmem: kmem_countable.then(|| PathSample::new(KMEM_SAMPLE_SIZE)),
     };
-    let stats: WalkStats = cgroupfs::walk_cached(&root, &mut visitor, walk)?;
+    // A census taken again and again (the agent's) walks on one thread, with what it
+    // remembers of the last walk: its cost is CPU time, which threads do not save. A census
+    // taken once walks on every CPU.
+    let (stats, mut visitor): (WalkStats, CensusVisitor) = match (walk, observer) {
+        (cache, Some(o)) => {
+            let mut v = CensusVisitor { observer: Some(o), ..new_visitor() };
+            (cgroupfs::walk_cached(&root, &mut v, cache)?, v)
+        }
+        (Some(cache), None) => {
+            let mut v = new_visitor();
+            (cgroupfs::walk_cached(&root, &mut v, Some(cache))?, v)
+        }
+        (None, None) => {
+            let (stats, mut visitors) = cgroupfs::walk_parallel(&root, cgroupfs::walk_threads(), &new_visitor)?;
+            let mut v = visitors.pop().unwrap_or_else(new_visitor);
+            for other in visitors {
+                v.merge(other);
+            }
+            (stats, v)
+        }
+    };
+    // The root is a memcg whatever its subtree_control says.
+    visitor.v2_memcgs += 1;
 
     // v2 on 6.12+: the kernel's own count of live memcgs (root included, as measured in a 6.12 guest).
     let root_stat = if v1 { None } else { read_root_stat(&root)? };
@@ -330,15 +463,7 @@ pub fn census_with_cache(host: &HostPaths, inputs: CensusInputs, walk: Option<&m
 
     let (kmem_active, kmem_active_note, kmem_active_sample) = match visitor.kmem.take() {
         Some(r) => kmem_activity(&root, r),
-        None => (
-            None,
-            Some(if !v1 {
-                "cgroup v2 has no per-cgroup kmem switch: kmem is always accounted".to_string()
-            } else {
-                format!("kmem accounting is on for every v1 memcg on {} (4.6+): not opt-in, so not counted", era.id.as_str())
-            }),
-            None,
-        ),
+        None => (None, Some(format!("not counted: kmem accounting is {}", kmem_accounting.describe(&era, memory.version))), None),
     };
 
     let slab = SlabSection { readable: slab_scan.readable, naming: slab_scan.naming, summary };
@@ -356,6 +481,8 @@ pub fn census_with_cache(host: &HostPaths, inputs: CensusInputs, walk: Option<&m
             mkdir_errno_when_full: era.mkdir_errno_when_full.as_str(),
             kmem_opt_in: era.kmem_opt_in,
             nokmem_supported: era.nokmem_supported,
+            nokmem_set,
+            kmem_accounting,
             notes: kernel_notes,
         },
         cgroup: CgroupSection {
@@ -403,7 +530,7 @@ fn read_root_stat(root: &Path) -> Result<Option<BTreeMap<String, u64>>, ReadErro
     }
 }
 
-/// IDs in use and how sure we are, by era (KERNEL-FACTS.md section 1).
+/// IDs in use and how sure we are, by era (docs/kernel-facts.md section 1).
 fn ids_in_use(
     era: &KernelEra,
     live: u64,
@@ -465,12 +592,12 @@ fn ids_in_use(
 }
 
 /// kmem-active memcgs where accounting is opt-in (3.10, 4.0..4.5): usage > 0, or slabinfo with rows
-/// (KERNEL-FACTS.md section 3).
-fn kmem_activity(root: &Path, sample: Reservoir) -> (Option<u64>, Option<String>, Option<KmemSample>) {
+/// (docs/kernel-facts.md section 3).
+fn kmem_activity(root: &Path, sample: PathSample) -> (Option<u64>, Option<String>, Option<KmemSample>) {
     let total = sample.seen;
     let mut active = 0u64;
     let mut read = 0u64;
-    for rel in &sample.items {
+    for (_, rel) in &sample.items {
         // None: the cgroup went away meanwhile, so it is not counted at all.
         if let Some(a) = is_kmem_active(&root.join(rel)) {
             read += 1;
@@ -495,11 +622,11 @@ pub fn is_kmem_active(dir: &Path) -> Option<bool> {
     match cgroupfs::read_u64(&dir.join("memory.kmem.usage_in_bytes")) {
         Ok(u) if u > 0 => return Some(true),
         Ok(_) => {}
-        Err(e) if e.is_gone() && !dir.exists() => return None,
+        Err(e) if e.is_gone() && !cgroupfs::is_dir(dir) => return None,
         Err(_) => {}
     }
     // EIO when kmem is off (RHEL7 nokmem); rows below the header when it is on.
-    match std::fs::read_to_string(dir.join("memory.kmem.slabinfo")) {
+    match cgroupfs::read_file(&dir.join("memory.kmem.slabinfo")) {
         Ok(s) => Some(s.lines().any(|l| !l.starts_with("slabinfo") && !l.starts_with('#') && !l.trim().is_empty())),
         Err(_) => Some(false),
     }
@@ -509,8 +636,9 @@ fn kubepods_summary(host: &HostPaths, memory: &MemoryHierarchy, col: KubepodsCol
     if col.is_empty() {
         return Ok(None);
     }
-    let driver = col.roots[0].1;
-    let roots: Vec<String> = col.roots.iter().map(|(p, _)| host_path(memory, p)).collect();
+    let (roots, pod_cgroups) = col.into_roots_and_pods();
+    let driver = roots[0].1;
+    let roots: Vec<String> = roots.iter().map(|(p, _)| host_path(memory, p)).collect();
     let known = kubelet::read_pod_uids(host)?;
     let mut by_qos: BTreeMap<&'static str, QosCounts> = BTreeMap::new();
     for q in [QosClass::Guaranteed, QosClass::Burstable, QosClass::Besteffort] {
@@ -519,7 +647,7 @@ fn kubepods_summary(host: &HostPaths, memory: &MemoryHierarchy, col: KubepodsCol
     let mut pods = 0;
     let mut containers = 0;
     let mut orphan_pods = Vec::new();
-    for pod in col.into_pods() {
+    for pod in pod_cgroups {
         pods += 1;
         containers += pod.containers as u64;
         let e = by_qos.entry(pod.qos.as_str()).or_default();
@@ -527,7 +655,17 @@ fn kubepods_summary(host: &HostPaths, memory: &MemoryHierarchy, col: KubepodsCol
         e.containers += pod.containers as u64;
         if let Some(known) = &known {
             if !known.contains(&pod.uid) && !cgroupfs::subtree_has_procs(&memory.mount.local.join(&pod.path))? {
-                orphan_pods.push(OrphanPod { uid: pod.uid.clone(), qos: pod.qos, containers: pod.containers, path: host_path(memory, &pod.path) });
+                let charges = orphan_charges(&memory.mount.local.join(&pod.path), memory.version);
+                orphan_pods.push(OrphanPod {
+                    uid: pod.uid.clone(),
+                    qos: pod.qos,
+                    containers: pod.containers,
+                    path: host_path(memory, &pod.path),
+                    memcgs: charges.memcgs,
+                    kmem_bytes: charges.kmem_bytes,
+                    usage_bytes: charges.usage_bytes,
+                    charge: OrphanCharge::of(charges.kmem_bytes, charges.usage_bytes),
+                });
             }
         }
     }
@@ -544,6 +682,38 @@ fn kubepods_summary(host: &HostPaths, memory: &MemoryHierarchy, col: KubepodsCol
     }))
 }
 
+/// The charges left in an orphan's subtree: summed over its memcgs (a vanished one
+/// counts nothing; an unreadable file makes the sum unknown).
+struct SubtreeCharges {
+    memcgs: u64,
+    kmem_bytes: Option<u64>,
+    usage_bytes: Option<u64>,
+}
+
+fn orphan_charges(top: &Path, memory_version: u8) -> SubtreeCharges {
+    let mut out = SubtreeCharges { memcgs: 0, kmem_bytes: Some(0), usage_bytes: Some(0) };
+    let add = |sum: &mut Option<u64>, v: Option<u64>| *sum = sum.zip(v).map(|(a, b)| a.saturating_add(b));
+    for dir in cgroupfs::subtree_dirs(top) {
+        let (kmem, usage) = if memory_version == 1 {
+            // memory.kmem.usage_in_bytes: EIO or absent where kmem is off (RHEL7 nokmem, CONFIG_MEMCG_KMEM=n): nothing charged.
+            let kmem = cgroupfs::read_u64(&dir.join("memory.kmem.usage_in_bytes")).unwrap_or(0);
+            match cgroupfs::read_u64(&dir.join("memory.usage_in_bytes")) {
+                Ok(u) => (Some(kmem), Some(u)),
+                Err(e) if e.is_gone() && !cgroupfs::is_dir(&dir) => continue,
+                Err(_) => (Some(kmem), None),
+            }
+        } else {
+            let stat = cgroupfs::read_flat_keyed(&dir.join("memory.stat")).ok();
+            let kmem = stat.map(|m| m.get("slab").copied().unwrap_or(0) + m.get("kernel_stack").copied().unwrap_or(0));
+            (kmem, cgroupfs::read_u64(&dir.join("memory.current")).ok())
+        };
+        out.memcgs += 1;
+        add(&mut out.kmem_bytes, kmem);
+        add(&mut out.usage_bytes, usage);
+    }
+    out
+}
+
 fn host_path(memory: &MemoryHierarchy, rel: &Path) -> String {
     memory.mount.mount_point.join(rel).display().to_string()
 }
@@ -553,18 +723,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reservoir_keeps_cap_and_is_deterministic() {
-        let run = || {
-            let mut r = Reservoir::new(10);
-            for i in 0..1000 {
-                r.offer(|| PathBuf::from(i.to_string()));
+    fn the_kmem_sample_keeps_its_cap_whatever_the_order_of_the_walk() {
+        let dir = [CString::new("kubepods").unwrap()];
+        let names: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+        let sample = |order: &mut dyn Iterator<Item = &String>| {
+            let mut r = PathSample::new(10);
+            for n in order {
+                r.offer(path_hash(&dir, n.as_bytes()), || PathBuf::from("kubepods").join(n));
             }
-            r.items
+            r
         };
-        let a = run();
-        assert_eq!(a.len(), 10);
-        assert_eq!(a, run());
-        // not just the first ten
-        assert!(a.iter().any(|p| p.to_str().unwrap().parse::<u32>().unwrap() >= 10));
+        let sorted = |r: PathSample| {
+            let mut v: Vec<PathBuf> = r.items.into_iter().map(|(_, p)| p).collect();
+            v.sort();
+            (r.seen, v)
+        };
+        let a = sorted(sample(&mut names.iter()));
+        assert_eq!((a.0, a.1.len()), (1000, 10));
+        // The same sample in another order, and from two halves merged (two threads).
+        assert_eq!(sorted(sample(&mut names.iter().rev())), a);
+        let mut first = sample(&mut names.iter().step_by(2));
+        first.merge(sample(&mut names.iter().skip(1).step_by(2)));
+        assert_eq!(sorted(first), a);
+        // Not just the first ten.
+        assert!(a.1.iter().any(|p| p.to_str().unwrap()[10..].parse::<u32>().unwrap() >= 10), "{:?}", a.1);
     }
 }

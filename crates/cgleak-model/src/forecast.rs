@@ -1,8 +1,9 @@
 //! Forecast of memcg ID exhaustion from the trend of IDs in use.
 //!
 //! Pure: the agent samples the census into a [`History`] (and may persist it as JSON
-//! lines), [`forecast`] reads the trend. `ids_in_use` already counts dying memcgs on the
-//! eras where they keep their IDs (KERNEL-FACTS.md section 1), so one series covers both.
+//! lines), [`forecast`] reads the trend. [`load_history`] reads such a file back, from its
+//! end and in bounded memory, through the reader layer. `ids_in_use` already counts dying memcgs on the
+//! eras where they keep their IDs (docs/kernel-facts.md section 1), so one series covers both.
 //!
 //! Robustness, because node series are noisy and broken:
 //! - the slope is Theil–Sen's (median of pairwise slopes): up to ~29% of outliers
@@ -13,10 +14,11 @@
 //! - a flat or falling series (idle node) gives no forecast rather than a huge one.
 
 use std::collections::VecDeque;
+use std::io;
+use std::path::Path;
 
+use cgleak_readers::logs::tail;
 use serde::{Deserialize, Serialize};
-
-use crate::verdict::{Evidence, Finding, Severity, Verdict};
 
 /// One census reduced to what the forecast needs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -26,8 +28,94 @@ pub struct Sample {
     pub id_limit: u64,
 }
 
+impl Sample {
+    /// The sample as one line of the history file (without its newline).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("a sample always serializes")
+    }
+
+    /// A line of the history file, if it is a sample: UTF-8, a JSON object with the three
+    /// fields, a finite time. Anything else (a torn write, a stray byte) is None.
+    pub fn from_json_line(line: &[u8]) -> Option<Sample> {
+        let text = std::str::from_utf8(line).ok()?;
+        serde_json::from_str::<Sample>(text.trim()).ok().filter(|s| s.at_unix_secs.is_finite())
+    }
+}
+
 /// Samples of the agent kept for the forecast: a day at one a minute by default.
 pub const DEFAULT_HISTORY_CAPACITY: usize = 1440;
+
+/// Longest line of a history file taken as a sample (one is about 70 bytes): a longer one
+/// is bad, and only this much of it is kept.
+pub const HISTORY_LINE_MAX: usize = 4096;
+/// Bytes budgeted per sample line when sizing the history file (lines are under 100 bytes).
+pub const HISTORY_LINE_BUDGET: u64 = 128;
+/// Bytes of bad lines one load keeps (for the agent's `<file>.bad`); the rest are counted only.
+pub const BAD_LINES_KEPT_BYTES: usize = 64 * 1024;
+
+/// What loading a history file found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryLoad {
+    pub history: History,
+    /// Lines read that are not samples: not UTF-8, not a sample's JSON, longer than
+    /// [`HISTORY_LINE_MAX`], or the last one cut short (blank lines are not counted).
+    pub bad_lines: u64,
+    /// The bad lines' bytes, oldest first, [`BAD_LINES_KEPT_BYTES`] at most in all (each at
+    /// most [`HISTORY_LINE_MAX`]).
+    pub bad: Vec<Vec<u8>>,
+    /// The file's size when read, and the bytes at its start that were not read: older than
+    /// the newest `capacity` samples, or past the read's bound.
+    pub file_bytes: u64,
+    pub unread_bytes: u64,
+}
+
+/// The newest `capacity` samples of the history file at `path`, read from its end: memory
+/// stays within the samples kept, [`BAD_LINES_KEPT_BYTES`] and a read buffer whatever the
+/// file's size or bytes, and at most twice the file a healthy ring leaves
+/// (`capacity` × [`HISTORY_LINE_BUDGET`]) is read. None when there is no file; an error when
+/// it cannot be read, is not a regular file, or is a symbolic link (never followed).
+pub fn load_history(path: &Path, capacity: usize) -> io::Result<Option<HistoryLoad>> {
+    let mut f = match tail::open_regular_nofollow(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    load_history_from(&mut f, capacity).map(Some)
+}
+
+/// How far back from its end a history of `capacity` samples is read.
+pub fn history_read_bound(capacity: usize) -> u64 {
+    (capacity.max(1) as u64).saturating_mul(2 * HISTORY_LINE_BUDGET).saturating_add(HISTORY_LINE_MAX as u64)
+}
+
+/// [`load_history`] of an opened file (or anything that reads and seeks like one).
+pub fn load_history_from<F: io::Read + io::Seek>(f: &mut F, capacity: usize) -> io::Result<HistoryLoad> {
+    let capacity = capacity.max(1);
+    let max_back = history_read_bound(capacity);
+    let mut newest_first: Vec<Sample> = Vec::with_capacity(capacity.min(4096));
+    let mut bad_newest_first: Vec<Vec<u8>> = Vec::new();
+    let (mut bad_lines, mut bad_bytes) = (0u64, 0usize);
+    let st = tail::lines_backwards(f, max_back, HISTORY_LINE_MAX, &mut |l| {
+        match (l.cut, Sample::from_json_line(l.text)) {
+            (false, Some(s)) => newest_first.push(s),
+            _ if l.text.trim_ascii().is_empty() && !l.cut => {}
+            _ => {
+                bad_lines += 1;
+                if bad_bytes + l.text.len() <= BAD_LINES_KEPT_BYTES {
+                    bad_bytes += l.text.len();
+                    bad_newest_first.push(l.text.to_vec());
+                }
+            }
+        }
+        newest_first.len() < capacity
+    })?;
+    let mut history = History::new(capacity);
+    for s in newest_first.into_iter().rev() {
+        history.push(s);
+    }
+    bad_newest_first.reverse();
+    Ok(HistoryLoad { history, bad_lines, bad: bad_newest_first, file_bytes: st.file_bytes, unread_bytes: st.unread_bytes })
+}
 
 /// The last `capacity` samples, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,7 +172,7 @@ impl History {
     pub fn to_json_lines(&self) -> String {
         let mut out = String::new();
         for s in &self.samples {
-            out.push_str(&serde_json::to_string(s).expect("a sample always serializes"));
+            out.push_str(&s.to_json_line());
             out.push('\n');
         }
         out
@@ -97,9 +185,9 @@ impl History {
         let mut h = History::new(capacity);
         let mut skipped = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match serde_json::from_str::<Sample>(line) {
-                Ok(s) => h.push(s),
-                Err(_) => skipped += 1,
+            match Sample::from_json_line(line.as_bytes()) {
+                Some(s) => h.push(s),
+                None => skipped += 1,
             }
         }
         (h, skipped)
@@ -387,41 +475,9 @@ pub const FORECAST_AT_RISK_SECS: f64 = 7.0 * 24.0 * 3600.0;
 /// Forecasts closer than this are critical.
 pub const FORECAST_CRITICAL_SECS: f64 = 24.0 * 3600.0;
 
-/// The `exhaustion_forecast` finding of `check`; None without a history (no agent).
-pub fn exhaustion_finding(forecast: Option<&Forecast>) -> Option<Finding> {
-    let f = forecast?;
-    let fit = match (f.fit_from_unix_secs, f.fit_to_unix_secs) {
-        (Some(a), Some(b)) => format!("{} samples from {a:.0} to {b:.0} (unix)", f.samples_used),
-        _ => format!("{} samples", f.samples_used),
-    };
-    let evidence = vec![Evidence {
-        file: "agent history (IDs in use per sample)".into(),
-        value: format!("{fit}, slope {:+.2} IDs/hour, tau {:.2}, limit {}", f.slope_per_hour, f.kendall_tau, f.id_limit),
-    }];
-    let (severity, implies, summary) = match (f.outcome, f.seconds_to_exhaustion) {
-        (ForecastOutcome::Exhausted, _) => (Severity::Critical, Verdict::Exhausted, "the memcg ID space was exhausted at the last sample".to_string()),
-        (ForecastOutcome::Approaching, Some(s)) => {
-            let when = format!(
-                "at {:+.1} IDs per hour the memcg ID space runs out in {} ({} confidence)",
-                f.slope_per_hour,
-                human_duration(s),
-                f.confidence.as_str()
-            );
-            if s < FORECAST_CRITICAL_SECS {
-                (Severity::Critical, Verdict::AtRisk, when)
-            } else if s < FORECAST_AT_RISK_SECS {
-                (Severity::Warning, Verdict::AtRisk, when)
-            } else {
-                (Severity::Info, Verdict::Healthy, when)
-            }
-        }
-        (ForecastOutcome::TooFewSamples, _) => (Severity::Info, Verdict::Healthy, format!("no forecast yet: {}", f.notes.join("; "))),
-        _ => (Severity::Info, Verdict::Healthy, format!("IDs in use are not rising ({:+.2} per hour): no exhaustion in sight", f.slope_per_hour)),
-    };
-    Some(Finding { id: "exhaustion_forecast", severity, summary, evidence, implies })
-}
-
-fn human_duration(secs: f64) -> String {
+/// A forecast's time left, rounded as people say it: "45 minutes", "3.5 hours", "2.0 days"
+/// (a flag's exact duration is `cgleak_readers::duration::human_duration`).
+pub fn rough_time_left(secs: f64) -> String {
     let s = secs.max(0.0);
     if s < 3600.0 {
         format!("{:.0} minutes", s / 60.0)
@@ -566,9 +622,6 @@ mod tests {
         let f = forecast(&h, now_after(10));
         assert_eq!(f.outcome, ForecastOutcome::Exhausted);
         assert_eq!(f.seconds_to_exhaustion, Some(0.0));
-        let finding = exhaustion_finding(Some(&f)).unwrap();
-        assert_eq!(finding.implies, Verdict::Exhausted);
-        assert_eq!(finding.severity, Severity::Critical);
     }
 
     #[test]
@@ -630,21 +683,82 @@ mod tests {
         assert_eq!(back.samples().copied().collect::<Vec<_>>(), h.samples().copied().collect::<Vec<_>>());
     }
 
+    fn samples_of(h: &History) -> Vec<Sample> {
+        h.samples().copied().collect()
+    }
+
+    /// Finding 7 of issue 11: one byte that is not UTF-8 cost every sample; now it costs its line.
     #[test]
-    fn finding_follows_the_forecast() {
-        assert!(exhaustion_finding(None).is_none());
-        // 3 days left: at_risk warning.
-        let h = series(120, |i| 65535.0 - 3.0 * 1440.0 - 119.0 + i as f64);
-        let f = forecast(&h, now_after(120));
-        let s = f.seconds_to_exhaustion.unwrap();
-        assert!((s - 3.0 * 86400.0).abs() < 120.0, "{s}");
-        let finding = exhaustion_finding(Some(&f)).unwrap();
-        assert_eq!(finding.id, "exhaustion_forecast");
-        assert_eq!((finding.severity, finding.implies), (Severity::Warning, Verdict::AtRisk));
-        assert!(finding.summary.contains("3.0 days"), "{}", finding.summary);
-        // Idle: informational.
-        let f = forecast(&series(120, |_| 500.0), now_after(120));
-        let finding = exhaustion_finding(Some(&f)).unwrap();
-        assert_eq!((finding.severity, finding.implies), (Severity::Info, Verdict::Healthy));
+    fn a_file_with_bad_bytes_loads_every_good_line_and_keeps_the_bad_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent-history.jsonl");
+        assert_eq!(load_history(&p, 100).unwrap(), None);
+        let h = series(77, |i| 1000.0 + i as f64);
+        let mut lines: Vec<Vec<u8>> = h.to_json_lines().lines().map(|l| l.as_bytes().to_vec()).collect();
+        lines[40] = b"{\"at_unix_secs\":17\xff00,\"ids_in_use\":1,\"id_limit\":65535}".to_vec();
+        lines.insert(10, b"".to_vec());
+        let mut content = lines.join(&b'\n');
+        content.extend_from_slice(b"\n{\"at_unix_se");
+        std::fs::write(&p, &content).unwrap();
+        let load = load_history(&p, 1440).unwrap().unwrap();
+        assert_eq!(load.history.len(), 76);
+        let mut want = samples_of(&h);
+        want.remove(40);
+        assert_eq!(samples_of(&load.history), want);
+        assert_eq!(load.bad_lines, 2, "the bad byte's line and the torn last line; a blank line is not bad");
+        assert_eq!(load.bad[0], b"{\"at_unix_secs\":17\xff00,\"ids_in_use\":1,\"id_limit\":65535}".to_vec());
+        assert_eq!(load.bad[1], b"{\"at_unix_se".to_vec());
+        assert_eq!((load.file_bytes, load.unread_bytes), (content.len() as u64, 0));
+        // Only the newest `capacity` samples are read.
+        let load = load_history(&p, 10).unwrap().unwrap();
+        assert_eq!(samples_of(&load.history), want[want.len() - 10..].to_vec());
+        assert!(load.unread_bytes > 0 && load.bad_lines == 1);
+    }
+
+    #[test]
+    fn a_huge_or_garbage_file_is_read_only_from_its_end() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("h");
+        // 8 MiB of one line without a newline, then ten samples.
+        let mut content = vec![b'x'; 8 << 20];
+        content.push(b'\n');
+        content.extend_from_slice(series(10, |i| i as f64).to_json_lines().as_bytes());
+        std::fs::write(&p, &content).unwrap();
+        let load = load_history(&p, 100).unwrap().unwrap();
+        assert_eq!(load.history.len(), 10);
+        // The giant line reaches past the bound: not read at all.
+        assert_eq!(load.bad_lines, 0);
+        assert!(load.unread_bytes >= 8 << 20);
+        // Within the bound: a cut line, kept cut.
+        std::fs::write(&p, [&vec![b'y'; 10_000][..], b"\n"].concat()).unwrap();
+        let load = load_history(&p, 1440).unwrap().unwrap();
+        assert_eq!((load.history.len(), load.bad_lines, load.bad[0].len()), (0, 1, HISTORY_LINE_MAX));
+        // Bad lines kept up to their budget, all counted.
+        let many: Vec<u8> = (0..100_000).flat_map(|i| format!("garbage {i}\n").into_bytes()).collect();
+        std::fs::write(&p, &many).unwrap();
+        let load = load_history(&p, 1440).unwrap().unwrap();
+        assert!(load.bad.iter().map(Vec::len).sum::<usize>() <= BAD_LINES_KEPT_BYTES);
+        assert!(load.bad_lines > load.bad.len() as u64);
+        assert!(load.file_bytes - load.unread_bytes <= 1440 * 2 * HISTORY_LINE_BUDGET + HISTORY_LINE_MAX as u64 + 16);
+    }
+
+    #[test]
+    fn samples_round_trip_one_line_each() {
+        for s in [
+            Sample { at_unix_secs: 1.7e9 + 0.123456789, ids_in_use: 0, id_limit: 65535 },
+            Sample { at_unix_secs: -0.0, ids_in_use: u64::MAX, id_limit: 0 },
+            Sample { at_unix_secs: f64::MAX, ids_in_use: 1, id_limit: 1 },
+            Sample { at_unix_secs: 5e-324, ids_in_use: 1, id_limit: 1 },
+            // Seventeen significant digits: exact only with serde_json's float_roundtrip (fuzz/history_file).
+            Sample { at_unix_secs: 1.7111111111111112e40, ids_in_use: 1, id_limit: 1 },
+            Sample { at_unix_secs: 1796000120.2111113, ids_in_use: 1, id_limit: 1 },
+        ] {
+            let line = s.to_json_line();
+            assert!(!line.contains('\n'));
+            assert_eq!(Sample::from_json_line(line.as_bytes()), Some(s), "{line}");
+        }
+        for bad in [&b"{\"at_unix_secs\":1e999,\"ids_in_use\":1,\"id_limit\":1}"[..], b"[]", b"\xff", b"", b"{\"at_unix_secs\":1,\"ids_in_use\":-1,\"id_limit\":1}"] {
+            assert_eq!(Sample::from_json_line(bad), None, "{bad:?}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! every decision is tested without a host.
 
 use crate::census::{Confidence, MEMCG_ID_LIMIT};
-use crate::verdict::{CheckReport, Severity, Verdict, AT_RISK_FRACTION};
+use crate::verdict::{CheckReport, Severity, Verdict};
 
 /// NPD cuts plugin output at `max_output_length` (80 in its configs and by default):
 /// the line is built to fit, so the cut never falls mid-word.
@@ -56,21 +56,14 @@ pub struct HandoffFacts {
     pub ids_in_use: Option<u64>,
     pub confidence: Confidence,
     pub headroom: Option<u64>,
-    /// Dying memcgs keep their IDs on this kernel (3.10, 4.0-4.6).
-    pub dying_hold_ids: bool,
-    /// Kernel-memory accounting is charging slab to memcgs that are deleted (findings
-    /// `kmem_accounting_active` or `slab_dead_caches` at warning): such dying memcgs are
-    /// pinned by slab objects, which reclaim does not free.
-    pub kmem_leak: bool,
-    /// Orphaned pod cgroups, whose IDs `gc` frees without a reboot.
-    pub orphans: bool,
-    /// Some remedy of the report needs a reboot.
-    pub reboot_remedy: bool,
+    /// The judge's first remedy: (action, summary).
+    pub first_remedy: Option<(&'static str, String)>,
+    /// Why the judge left the reboot out, when it did.
+    pub reboot_left_out: Option<String>,
 }
 
 impl HandoffFacts {
     pub fn from_report(r: &CheckReport) -> HandoffFacts {
-        let warn = |id: &str| r.findings.iter().any(|f| f.id == id && f.severity >= Severity::Warning);
         let mut implied: Vec<Verdict> = r.findings.iter().map(|f| f.implies).collect();
         implied.push(r.verdict);
         implied.sort();
@@ -86,10 +79,8 @@ impl HandoffFacts {
             ids_in_use: m.ids_in_use,
             confidence: m.ids_in_use_confidence,
             headroom: m.headroom,
-            dying_hold_ids: r.census.era.dying_hold_ids,
-            kmem_leak: warn("kmem_accounting_active") || warn("slab_dead_caches"),
-            orphans: warn("orphan_pod_cgroups"),
-            reboot_remedy: r.remedies.iter().any(|x| x.needs_reboot),
+            first_remedy: r.remedies.first().map(|x| (x.action, x.summary.clone())),
+            reboot_left_out: r.not_offered("reboot").map(|n| n.reason.clone()),
         }
     }
 }
@@ -159,45 +150,30 @@ pub struct RebootDecision {
     pub reason: String,
 }
 
-/// A reboot is required exactly when the ID space is short (at_risk or exhausted) and
-/// the IDs are held by what only a reboot frees: dying memcgs that keep their IDs
-/// (3.10 `__mem_cgroup_free`, 4.0-4.6 before the memcg->id refcount, KERNEL-FACTS §1)
-/// and are pinned by kmem-charged slab, which reclaim does not release (§4); while the
-/// live memcgs alone, which come back after a reboot, stay below the at_risk line, and
-/// no orphaned pod cgroup could be removed instead.
+/// A reboot is required exactly when the ID space is short (at_risk or exhausted) and the
+/// judge ranks the reboot first: where dying memcgs keep their IDs and kernel memory pins
+/// them, only a reboot frees those IDs (facts §1a, §4; the decision table in
+/// [`crate::verdict::remedies`]).
 pub fn reboot_decision(f: &HandoffFacts) -> RebootDecision {
     let no = |reason: String| RebootDecision { required: false, reason: format!("no reboot needed: {reason}") };
     if f.verdict < Verdict::AtRisk {
         return no(format!("the node is {}, the memcg ID space is not short", f.verdict.as_str()));
     }
-    if !f.dying_hold_ids {
-        return no(format!("on era {} dying memcgs release their IDs: live memcgs hold them, and come back after a reboot", f.era));
-    }
-    if !f.kmem_leak {
-        return no(format!("no kmem-charged leak on era {}: reclaim can release the dying memcgs that hold IDs", f.era));
-    }
-    if f.live as f64 >= AT_RISK_FRACTION * MEMCG_ID_LIMIT as f64 {
-        return no(format!("{} live memcgs fill the ID space by themselves and would come back after a reboot", f.live));
-    }
-    if f.orphans {
-        return no("orphaned pod cgroups hold IDs that removing them (remedy gc) frees without a reboot; check again after".into());
-    }
-    if !f.reboot_remedy {
-        return no("no remedy of this node needs a reboot".into());
-    }
-    let ids = match f.ids_in_use {
-        Some(n) if f.confidence == Confidence::LowerBound => format!("at least {n}"),
-        Some(n) => n.to_string(),
-        None => "an unknown number of".into(),
-    };
-    RebootDecision {
-        required: true,
-        reason: format!(
-            "reboot required: node is {}, {ids} memcg IDs in use ({} live) on era {}, held by kmem-charged dying memcgs that only a reboot frees",
-            f.verdict.as_str(),
-            f.live,
-            f.era
-        ),
+    match &f.first_remedy {
+        Some(("reboot", summary)) => {
+            let ids = match f.ids_in_use {
+                Some(n) if f.confidence == Confidence::LowerBound => format!("at least {n}"),
+                Some(n) => n.to_string(),
+                None => "an unknown number of".into(),
+            };
+            RebootDecision {
+                required: true,
+                reason: format!("reboot required: node is {}, {ids} memcg IDs in use ({} live) on era {}: {summary}", f.verdict.as_str(), f.live, f.era),
+            }
+        }
+        _ if f.reboot_left_out.is_some() => no(f.reboot_left_out.clone().unwrap_or_default()),
+        Some((action, summary)) => no(format!("remedy {action} comes first ({summary})")),
+        None => no("no remedy of this node needs a reboot".into()),
     }
 }
 
@@ -217,10 +193,8 @@ mod tests {
             ids_in_use: Some(43),
             confidence: Confidence::Exact,
             headroom: Some(65492),
-            dying_hold_ids: false,
-            kmem_leak: false,
-            orphans: false,
-            reboot_remedy: false,
+            first_remedy: None,
+            reboot_left_out: None,
         }
     }
 
@@ -238,10 +212,8 @@ mod tests {
             ids_in_use: Some(44),
             confidence: Confidence::LowerBound,
             headroom: None,
-            dying_hold_ids: true,
-            kmem_leak: true,
-            orphans: false,
-            reboot_remedy: true,
+            first_remedy: Some(("reboot", "hand the node to kured: only a reboot frees them".into())),
+            reboot_left_out: None,
         }
     }
 
@@ -331,37 +303,36 @@ mod tests {
     }
 
     #[test]
-    fn reboot_only_for_kmem_pinned_ids_on_an_era_that_keeps_them() {
+    fn reboot_when_the_judge_ranks_it_first_on_a_short_node() {
         let d = reboot_decision(&el7_exhausted());
         assert!(d.required, "{d:?}");
-        assert!(d.reason.starts_with("reboot required: node is exhausted, at least 44 memcg IDs in use (36 live) on era 3.10-el7"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with("reboot required: node is exhausted, at least 44 memcg IDs in use (36 live) on era 3.10-el7: hand the node to kured"),
+            "{}",
+            d.reason
+        );
         let at_risk = HandoffFacts { verdict: Verdict::AtRisk, ..el7_exhausted() };
         assert!(reboot_decision(&at_risk).required);
     }
 
     #[test]
-    fn no_reboot_when_anything_else_helps() {
+    fn no_reboot_when_the_node_is_not_short_or_another_remedy_comes_first() {
         let base = el7_exhausted();
         let cases = [
             ("leaking only", HandoffFacts { verdict: Verdict::Leaking, ..base.clone() }, "not short"),
             ("healthy", facts(), "not short"),
-            ("ids released", HandoffFacts { dying_hold_ids: false, era: "6.12+", ..base.clone() }, "release their IDs"),
-            ("no kmem leak", HandoffFacts { kmem_leak: false, ..base.clone() }, "reclaim"),
-            ("live fill it", HandoffFacts { live: 60_000, ..base.clone() }, "60000 live memcgs"),
-            ("orphans", HandoffFacts { orphans: true, ..base.clone() }, "gc"),
-            ("no reboot remedy", HandoffFacts { reboot_remedy: false, ..base.clone() }, "no remedy"),
+            (
+                "left out",
+                HandoffFacts { first_remedy: Some(("gc", "remove".into())), reboot_left_out: Some("on 6.12+ dying memcgs release their IDs".into()), ..base.clone() },
+                "release their IDs",
+            ),
+            ("gc first", HandoffFacts { first_remedy: Some(("reclaim", "drop caches".into())), ..base.clone() }, "remedy reclaim comes first"),
+            ("nothing", HandoffFacts { first_remedy: None, ..base.clone() }, "no remedy"),
         ];
         for (what, f, why) in cases {
             let d = reboot_decision(&f);
             assert!(!d.required, "{what}: {d:?}");
             assert!(d.reason.starts_with("no reboot needed: ") && d.reason.contains(why), "{what}: {}", d.reason);
         }
-    }
-
-    #[test]
-    fn live_just_below_the_at_risk_line_still_reboots() {
-        let below = (AT_RISK_FRACTION * MEMCG_ID_LIMIT as f64) as u64 - 1;
-        assert!(reboot_decision(&HandoffFacts { live: below, ..el7_exhausted() }).required);
-        assert!(!reboot_decision(&HandoffFacts { live: below + 2, ..el7_exhausted() }).required);
     }
 }

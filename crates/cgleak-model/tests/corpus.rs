@@ -6,7 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use cgleak_model::incidents::{Incident, IncidentParser, IncidentSummary};
-use cgleak_readers::logline::{LineMeta, LogLine};
+use cgleak_readers::logline::{JournalOrigin, LineMeta, LogLine, Origin};
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -21,7 +21,7 @@ struct Entry {
     negative: bool,
 }
 
-const FIELDS: [&str; 8] = ["kind", "errno", "component", "time", "host", "cgroup_path", "pod_uid", "container_id"];
+const FIELDS: [&str; 9] = ["kind", "errno", "component", "time", "host", "cgroup_path", "pod_uid", "container_id", "trusted"];
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
@@ -95,6 +95,7 @@ fn load() -> Vec<Entry> {
                     unit: kv.get("unit").cloned().flatten(),
                     kernel: kv.contains_key("kernel"),
                     continuation: kv.contains_key("continuation"),
+                    origin: origin_of(&kv),
                 };
             } else if let Some(v) = line.strip_prefix("expect: ") {
                 if v.trim() == "none" {
@@ -114,6 +115,28 @@ fn load() -> Vec<Entry> {
         entries.extend(cur.take());
     }
     entries
+}
+
+/// The source's word on who wrote the lines: `kmsg` (facility 0, the kernel's), `file=kubelet`
+/// (the kubelet's own log file), `journal` with the unit= and comm= of journald's fields;
+/// else plain text, where only a syslog tag tells.
+fn origin_of(kv: &BTreeMap<String, Option<String>>) -> Origin {
+    if kv.contains_key("kmsg") {
+        return Origin::Kmsg { facility: 0 };
+    }
+    if let Some(Some(p)) = kv.get("file") {
+        assert_eq!(p, "kubelet", "file= names the kubelet's own log only");
+        return Origin::FileOf("kubelet");
+    }
+    if kv.contains_key("journal") {
+        return Origin::Journal(JournalOrigin {
+            transport: Some(if kv.contains_key("kernel") { "kernel" } else { "stdout" }.into()),
+            unit: kv.get("unit").cloned().flatten(),
+            comm: kv.get("comm").cloned().flatten(),
+            ..JournalOrigin::default()
+        });
+    }
+    Origin::Text
 }
 
 fn run(e: &Entry) -> Vec<Incident> {
@@ -144,6 +167,7 @@ fn field(i: &Incident, f: &str) -> Option<String> {
         "cgroup_path" => i.cgroup_path.clone(),
         "pod_uid" => i.pod_uid.clone(),
         "container_id" => i.container_id.clone(),
+        "trusted" => Some(if i.trusted { "yes" } else { "no" }.to_string()),
         _ => unreachable!(),
     }
 }
@@ -241,9 +265,33 @@ fn corpus_covers_every_kind_component_and_errno() {
         "systemd",
         "lxc",
         "garden",
+        "cadvisor",
+        "tail",
     ] {
         assert!(components.contains_key(c), "no positive from {c}");
     }
+}
+
+/// Trust goes with the writer, not the words: every trusted incident's component is one
+/// of the believed programs, and both kinds of line are in the corpus.
+#[test]
+fn corpus_trust_follows_the_writer() {
+    let entries = load();
+    let (mut yes, mut no) = (0, 0);
+    for e in entries.iter().filter(|e| !e.negative) {
+        for x in &e.expects {
+            match x["trusted"].as_deref() {
+                Some("yes") => {
+                    yes += 1;
+                    let c = x["component"].clone().unwrap();
+                    assert!(["kubelet", "dockerd", "containerd", "crio", "runc", "crun", "kernel", "systemd"].contains(&c.as_str()), "{}: trusted line from {c}", e.id);
+                }
+                Some("no") => no += 1,
+                other => panic!("{}: trusted={other:?}", e.id),
+            }
+        }
+    }
+    assert!(yes >= 20 && no >= 20, "{yes} trusted, {no} untrusted");
 }
 
 #[test]
@@ -257,7 +305,16 @@ fn corpus_summary() {
     assert!(s.total >= 40);
     assert_eq!(s.first_seen.as_deref(), Some("2016-06-02T08:38:33.650"));
     assert!(s.era_hints.iter().any(|h| h.starts_with("EBUSY: only 6.12+ kernels")), "{:?}", s.era_hints);
-    assert!(s.era_hints.iter().any(|h| h.contains("3.10-el7 or 4.7-5.4.40")), "{:?}", s.era_hints);
-    assert!(s.era_hints.iter().any(|h| h.contains("3.10 vanilla, 4.0-4.6, or 5.4.41-6.11")), "{:?}", s.era_hints);
+    // Per build (facts §1a): el7 514/693 with ENOSPC, el7 862+ with ENOMEM.
+    assert!(
+        s.era_hints.iter().any(|h| h.starts_with("ENOMEM: ") && h.contains("el7 3.10.0-862 and later") && h.contains("4.4.18+")),
+        "{:?}",
+        s.era_hints
+    );
+    assert!(
+        s.era_hints.iter().any(|h| h.starts_with("ENOSPC: ") && h.contains("el7 3.10.0-514 and -693 (css_id)") && h.contains("not explained by the memcg ID leak")),
+        "{:?}",
+        s.era_hints
+    );
     assert!(s.affected_pods.contains("568af631-f663-4475-86f2-fa6bf1612659"));
 }

@@ -68,6 +68,22 @@ const FRAGMENTS: &[&[u8]] = &[
     b"stderr F ",
     b"\t",
     b"\r",
+    b"no space left on devic",
+    b"cannot allocate memor...",
+    "：".as_bytes(),
+    "SLUB：Unable to allocate memory on node -1".as_bytes(),
+    b"cache: kmalloc-64, object size: 64",
+    b", object size: ",
+    b"node 1: slabs: 2, objs: 3, free: 0",
+    b"slab_out_of_memory: 53 callbacks suppressed",
+    b"___slab_alloc: 7 callbacks suppressed",
+    b"  kmalloc-64 debugging increased min order",
+    b"[Thu May 14 10:00:00 2020] ",
+    b"inotify_init: too many open files",
+    b"tail: inotify resources exhausted",
+    b"Failed to add control inotify watch descriptor for control group /kubepods.slice",
+    b"\\x2d",
+    b"pod0f6b3c2e\\x2d8a1d\\x2d4f5e\\x2d9c7b\\x2d2d4e6f8a0b1c",
 ];
 
 fn feed_all(p: &mut IncidentParser, data: &[u8], meta: &LineMeta) -> usize {
@@ -217,4 +233,73 @@ fn find_candidate_skips_to_the_signature_line() {
     let line_start = buf[..at].iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1);
     assert!(buf[line_start..].starts_with(b"E0101"));
     assert_eq!(p.find_candidate(b"nothing here\nat all\n"), None);
+}
+
+/// Lines of SLUB records (whole, without a header, rate-limited, global, with a min-order
+/// line) among other lines, as a part boundary may cut them.
+const SLUB_MIX: &[&str] = &[
+    "[1.0] slab_out_of_memory: 53 callbacks suppressed",
+    "[1.0] SLUB: Unable to allocate memory on node -1 (gfp=0x20)",
+    "[1.0]   cache: kmalloc-64(12:pod0f6b3c2e-8a1d-4f5e-9c7b-2d4e6f8a0b1c), object size: 64, buffer size: 64",
+    "[1.0]   node 0: slabs: 1, objs: 2, free: 0",
+    "[1.0]   node 1: slabs: 1, objs: 2, free: 0",
+    "[2.0] ___slab_alloc: 7 callbacks suppressed",
+    "[2.0] SLUB: Unable to allocate memory on node -1, gfp=0x820(GFP_ATOMIC)",
+    "[2.0]   cache: skbuff_small_head, object size: 480, buffer size: 544, default order: 1, min order: 0",
+    "[2.0]   skbuff_small_head debugging increased min order, use slub_debug=O to disable.",
+    "[2.0]   node 0: slabs: 18, objs: 270, free: 0",
+    "[3.0]   cache: kmalloc-128(77:abc), object size: 128, buffer size: 128",
+    "[3.0]   node 0: slabs: 3, objs: 4, free: 0",
+    "[4.0] eth0: link up",
+    "[5.0]   node 0: slabs: 5, objs: 6, free: 0",
+    "[6.0] mkdir /sys/fs/cgroup/memory/kubepods/x: no space left on device",
+    "[7.0] SLUB: Unable to allocate memory on node -1 (gfp=0x20)",
+];
+
+fn run_lines(p: &mut IncidentParser, lines: &[Vec<u8>], first: u64, meta: &LineMeta, out: &mut Vec<(u64, String)>) {
+    let mut got = Vec::new();
+    for (i, t) in lines.iter().enumerate() {
+        if p.may_match(t) {
+            p.feed(&LogLine { source: "k", line: first + i as u64, text: t, meta }, &mut got);
+        }
+    }
+    p.finish(&mut got);
+    out.extend(got.into_iter().map(|i| (i.line, i.raw)));
+}
+
+/// A source read in two parts (the second from a line start within any record) gives the
+/// incidents of one sequential read: the first part completes the record the cut falls
+/// in (`feed_continuation`), the second leaves it alone (`resume_after`).
+#[test]
+fn parts_cut_anywhere_agree_with_one_pass() {
+    let meta = LineMeta::default();
+    let mut rng = Rng(0x51AB_5EED);
+    for round in 0..120 {
+        let lines: Vec<Vec<u8>> = (0..30).map(|_| SLUB_MIX[rng.below(SLUB_MIX.len())].as_bytes().to_vec()).collect();
+        let mut whole = Vec::new();
+        run_lines(&mut IncidentParser::new(2024), &lines, 1, &meta, &mut whole);
+        for cut in 1..lines.len() {
+            let mut got = Vec::new();
+            let mut a = IncidentParser::new(2024);
+            let mut a_out = Vec::new();
+            for (i, t) in lines[..cut].iter().enumerate() {
+                if a.may_match(t) {
+                    a.feed(&LogLine { source: "k", line: i as u64 + 1, text: t, meta: &meta }, &mut a_out);
+                }
+            }
+            let mut n = cut;
+            while a.pending() && n < lines.len() {
+                if !a.feed_continuation(&LogLine { source: "k", line: n as u64 + 1, text: &lines[n], meta: &meta }, &mut a_out) {
+                    break;
+                }
+                n += 1;
+            }
+            a.finish(&mut a_out);
+            got.extend(a_out.into_iter().map(|i| (i.line, i.raw)));
+            let mut b = IncidentParser::new(2024);
+            b.resume_after(&lines[..cut].join(&b'\n'));
+            run_lines(&mut b, &lines[cut..], cut as u64 + 1, &meta, &mut got);
+            assert_eq!(got, whole, "round {round}, cut before line {}", cut + 1);
+        }
+    }
 }

@@ -1,6 +1,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::errno;
+
 /// An error from reading a host file. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -34,7 +36,7 @@ impl ReadError {
 
     pub fn is_permission(&self) -> bool {
         match self {
-            ReadError::Io { source, .. } => matches!(source.raw_os_error(), Some(libc_errno::EACCES) | Some(libc_errno::EPERM)),
+            ReadError::Io { source, .. } => matches!(source.raw_os_error(), Some(errno::EACCES) | Some(errno::EPERM)),
             ReadError::Unexpected { .. } => false,
         }
     }
@@ -48,21 +50,8 @@ impl ReadError {
 
 /// ENOENT or ENODEV: the object is gone, not broken.
 pub fn is_gone_io(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc_errno::ENOENT) | Some(libc_errno::ENODEV))
+    matches!(e.raw_os_error(), Some(errno::ENOENT) | Some(errno::ENODEV))
         || e.kind() == io::ErrorKind::NotFound
-}
-
-/// The few errno values the readers reason about (kept local: no libc dependency here).
-pub mod libc_errno {
-    pub const EPERM: i32 = 1;
-    pub const ENOENT: i32 = 2;
-    pub const EIO: i32 = 5;
-    pub const EACCES: i32 = 13;
-    pub const EBUSY: i32 = 16;
-    pub const ENODEV: i32 = 19;
-    pub const EINVAL: i32 = 22;
-    pub const ENOSPC: i32 = 28;
-    pub const ENOMEM: i32 = 12;
 }
 
 pub type Result<T> = std::result::Result<T, ReadError>;

@@ -13,10 +13,10 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::logline::{LineMeta, LogLine};
+use crate::logline::{LineMeta, LogLine, Origin};
 use crate::logs::clock::rfc3339_usec;
 use crate::logs::split::{LineSink, MAX_LINE};
 use crate::HostPaths;
@@ -163,7 +163,7 @@ impl<R: Read> KmsgReader<R> {
                     self.epipe = true;
                     continue;
                 }
-                Err(e) if e.raw_os_error() == Some(crate::error::libc_errno::EINVAL) && self.einval_run < 16 => {
+                Err(e) if e.raw_os_error() == Some(crate::errno::EINVAL) && self.einval_run < 16 => {
                     // A record larger than the buffer; the kernel has moved past it.
                     self.einval_run += 1;
                     self.gaps += 1;
@@ -230,31 +230,33 @@ impl<R: BufRead> Read for LineRecords<R> {
 
 /// Boot time in seconds since the epoch: `btime` of `<root>/proc/stat`.
 pub fn boot_time(host: &HostPaths) -> Option<u64> {
-    let text = std::fs::read_to_string(host.host("/proc/stat")).ok()?;
+    let text = host.read("/proc/stat", crate::bounded::PROC_FILE_CAP).ok()?;
     text.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
-/// `<root>/dev/kmsg`, opened for reading: the device O_NONBLOCK (blocking when
-/// following), or a regular file as a stand-in.
+/// `<root>/dev/kmsg`, opened for reading beneath the root: the character device
+/// O_NONBLOCK (blocking when following). A regular file stands in for it only in a
+/// fixture tree (a root whose /proc is not procfs); anything else (a FIFO, a socket, a
+/// directory) is refused before a byte is read, so nothing waits on it.
 pub fn open(host: &HostPaths, follow: bool) -> io::Result<(PathBuf, KmsgReader<Box<dyn Read + Send>>)> {
     let path = host.host("/dev/kmsg");
-    let dev = open_path(&path, follow)?;
+    let dev = open_device(host, follow)?;
     Ok((path, KmsgReader::new(dev, follow)))
 }
 
-fn open_path(path: &Path, follow: bool) -> io::Result<Box<dyn Read + Send>> {
-    use std::os::unix::fs::FileTypeExt;
-    let meta = std::fs::metadata(path)?;
-    if meta.file_type().is_char_device() {
-        use rustix::fs::{Mode, OFlags};
-        let mut flags = OFlags::RDONLY | OFlags::CLOEXEC;
-        if !follow {
-            flags |= OFlags::NONBLOCK;
+fn open_device(host: &HostPaths, follow: bool) -> io::Result<Box<dyn Read + Send>> {
+    use rustix::fs::{FileType, OFlags};
+    let fd = host.open("/dev/kmsg", OFlags::RDONLY | OFlags::NONBLOCK)?;
+    let st = rustix::fs::fstat(&fd)?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::CharacterDevice => {
+            if follow {
+                rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+            }
+            Ok(Box::new(File::from(fd)))
         }
-        let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(io::Error::from)?;
-        Ok(Box::new(File::from(fd)))
-    } else {
-        Ok(Box::new(LineRecords::new(BufReader::new(File::open(path)?))))
+        FileType::RegularFile if !host.is_kernel_host() => Ok(Box::new(LineRecords::new(BufReader::new(File::from(fd))))),
+        _ => Err(io::Error::other(format!("is {}, not the kernel's log device: not read", crate::bounded::file_type_name(st.st_mode)))),
     }
 }
 
@@ -282,12 +284,16 @@ pub fn read_kmsg<R: Read>(r: &mut KmsgReader<R>, boot_secs: Option<u64>, source:
             }
         };
         st.records += 1;
+        // Facility 0 is the kernel's alone: user space writing to /dev/kmsg never gets it
+        // (kernel/printk/printk.c devkmsg_write), and its records name their writer in the text.
+        let kernel = rec.facility == 0;
         let mut meta = LineMeta {
             time: boot_secs.map(|b| rfc3339_usec(b.saturating_mul(1_000_000).saturating_add(rec.ts_usec))),
             host: None,
-            unit: Some("kernel".into()),
-            kernel: true,
+            unit: kernel.then(|| "kernel".into()),
+            kernel,
             continuation: rec.flags == '+',
+            origin: Origin::Kmsg { facility: rec.facility },
         };
         // A message may hold escaped newlines: each line is a line, later ones continuations.
         for (i, text) in rec.message.split(|&c| c == b'\n').enumerate() {
@@ -431,6 +437,10 @@ mod tests {
         let last: Vec<_> = sink.got.iter().filter(|g| g.0 == 5).collect();
         assert_eq!(last.len(), 2);
         assert!(sink.metas.last().unwrap().continuation);
+        // Facility 0 is the kernel's; record 5 (prefix 12: facility 1) was written by user space.
+        assert_eq!(sink.metas[1].origin, Origin::Kmsg { facility: 0 });
+        let user = sink.metas.last().unwrap();
+        assert_eq!((user.kernel, &user.origin, user.unit.as_deref()), (false, &Origin::Kmsg { facility: 1 }, None));
         let mut r = KmsgReader::new(Scripted(VecDeque::new()), false);
         let st = read_kmsg(&mut r, None, "/dev/kmsg", &mut Collect::new("")).unwrap();
         assert_eq!(st.records, 0);
@@ -455,11 +465,25 @@ mod tests {
         assert!(open(&HostPaths::new(d.path().join("nothing")), false).is_err());
     }
 
+    /// A FIFO in place of /dev/kmsg is refused at once (it used to wait for a writer).
     #[test]
-    fn the_real_device_reads_without_blocking() {
-        // Needs root (or CAP_SYSLOG) and /dev/kmsg: skipped where neither is there.
+    fn a_fifo_in_place_of_the_device_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("dev")).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, &d.path().join("dev/kmsg"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
+        for follow in [false, true] {
+            let e = open(&HostPaths::new(d.path()), follow).err().expect("refused");
+            assert!(e.to_string().contains("is a FIFO, not the kernel's log device"), "{e}");
+        }
+    }
+
+    #[test]
+    fn real_kernel_device_reads_without_blocking() {
+        // The environment first: root (dmesg_restrict lets only CAP_SYSLOG read it) and the device.
+        assert!(rustix::process::geteuid().is_root(), "real_kernel_ tests read /dev/kmsg and must run as root");
+        assert!(std::path::Path::new("/dev/kmsg").exists(), "real_kernel_ tests need /dev/kmsg");
         let host = HostPaths::default();
-        let Ok((_, mut r)) = open(&host, false) else { return };
+        let (_, mut r) = open(&host, false).unwrap_or_else(|e| panic!("open /dev/kmsg: {e}"));
         let mut n = 0;
         while let Some(ev) = r.next_event().unwrap() {
             if let KmsgEvent::Record(_) = ev {

@@ -1,7 +1,6 @@
 //! The kubelet's state on the host: the pods it knows and its cgroup driver.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -14,20 +13,27 @@ use crate::procfs::find_processes;
 /// None when that directory does not exist (then no orphan can be claimed).
 pub fn read_pod_uids(host: &HostPaths) -> Result<Option<BTreeSet<String>>> {
     let pods = host.kubelet_pods();
-    let rd = match fs::read_dir(&pods) {
-        Ok(rd) => rd,
+    let fd = match host.open_dir_local(&pods) {
+        Ok(fd) => fd,
         Err(e) if is_gone_io(&e) => return Ok(None),
         Err(e) => return Err(ReadError::io(&pods, e)),
     };
+    let rd = rustix::fs::Dir::read_from(&fd).map_err(|e| ReadError::io(&pods, e.into()))?;
     let mut uids = BTreeSet::new();
     for ent in rd {
-        let ent = ent.map_err(|e| ReadError::io(&pods, e))?;
-        if !ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            continue;
-        }
+        let ent = ent.map_err(|e| ReadError::io(&pods, e.into()))?;
+        let is_dir = match ent.file_type() {
+            rustix::fs::FileType::Directory => true,
+            rustix::fs::FileType::Unknown => rustix::fs::statat(&fd, ent.file_name(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory),
+            _ => false,
+        };
         // A pod UID is ASCII; a name that is not UTF-8 cannot be one.
-        if let Ok(name) = ent.file_name().into_string() {
-            uids.insert(name);
+        match ent.file_name().to_str() {
+            Ok(name) if is_dir && name != "." && name != ".." => {
+                uids.insert(name.to_string());
+            }
+            _ => {}
         }
     }
     Ok(Some(uids))
@@ -65,18 +71,18 @@ pub fn read_cgroup_driver(host: &HostPaths) -> Option<CgroupDriverSetting> {
         .and_then(|(_, argv)| flag_value(argv.iter().skip(1).map(String::as_str), "--config"))
         .map(|p| host.host(p))
         .unwrap_or_else(|| host.kubelet_root().join("config.yaml"));
-    if let Some(driver) = read_opt(&config).and_then(|t| config_cgroup_driver(&t)) {
+    if let Some(driver) = read_opt(host, &config).and_then(|t| config_cgroup_driver(&t)) {
         return Some(CgroupDriverSetting { driver, source: host_display(host, &config) });
     }
     let env = host.kubelet_root().join("kubeadm-flags.env");
-    if let Some(driver) = read_opt(&env).and_then(|t| env_cgroup_driver(&t)) {
+    if let Some(driver) = read_opt(host, &env).and_then(|t| env_cgroup_driver(&t)) {
         return Some(CgroupDriverSetting { driver, source: host_display(host, &env) });
     }
     None
 }
 
-fn read_opt(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok()
+fn read_opt(host: &HostPaths, path: &Path) -> Option<String> {
+    host.read_local(path, crate::bounded::CONFIG_FILE_CAP).ok()
 }
 
 fn host_display(host: &HostPaths, local: &Path) -> String {
@@ -110,7 +116,7 @@ fn config_cgroup_driver(text: &str) -> Option<String> {
         if key.trim().trim_matches('"').trim_matches('\'') != "cgroupDriver" {
             return None;
         }
-        let v = value.trim().trim_end_matches(',').trim().trim_matches('"').trim_matches('\'');
+        let v = value.trim().trim_start_matches(['"', '\'']).split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '}')).next().unwrap_or("");
         (!v.is_empty()).then(|| v.to_string())
     })
 }
@@ -129,6 +135,7 @@ fn env_cgroup_driver(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use super::*;
 
     fn write(root: &Path, rel: &str, content: &[u8]) {

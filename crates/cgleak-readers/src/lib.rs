@@ -3,10 +3,15 @@
 //! Every reader takes a [`HostPaths`] and reads relative to it, so the same code
 //! reads this host (`/`), a host mounted into a container (`/host`), or a fixture
 //! tree in a test. Errors carry the path they concern; a cgroup that vanished
-//! while it was read is not an error but [`ReadError::is_gone`].
+//! while it was read is not an error but [`ReadError::is_gone`]. Every file is opened
+//! beneath the host root ([`beneath`]) and read up to a cap ([`bounded`]).
 
+pub mod beneath;
 pub mod bootloader;
+pub mod bounded;
 pub mod cgroupfs;
+pub mod duration;
+pub mod errno;
 pub mod error;
 pub mod host;
 pub mod kmsg;
@@ -14,6 +19,7 @@ pub mod kubelet;
 pub mod logline;
 pub mod logs;
 pub mod mountinfo;
+pub mod pagecache;
 pub mod procfs;
 pub mod slab;
 pub mod versions;

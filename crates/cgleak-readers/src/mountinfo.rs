@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::bounded::MOUNTINFO_CAP;
 use crate::error::{ReadError, Result};
 use crate::host::HostPaths;
 
@@ -33,9 +34,16 @@ pub fn parse_mountinfo(path: &Path, text: &str) -> Result<Vec<MountEntry>> {
         if pre.len() < 6 || post.len() < 3 {
             return Err(bad());
         }
+        let mount_point = unescape(pre[4]);
+        if let Some(why) = unclean(&mount_point) {
+            return Err(ReadError::unexpected(
+                path,
+                format!("line {}: mount point {:?} {why}: refused (the kernel writes every mount point as a clean absolute path)", no + 1, truncate(&mount_point)),
+            ));
+        }
         out.push(MountEntry {
             root: PathBuf::from(unescape(pre[3])),
-            mount_point: PathBuf::from(unescape(pre[4])),
+            mount_point: PathBuf::from(mount_point),
             fstype: post[0].to_string(),
             super_options: post[2].split(',').map(str::to_string).collect(),
         });
@@ -45,6 +53,28 @@ pub fn parse_mountinfo(path: &Path, text: &str) -> Result<Vec<MountEntry>> {
 
 fn truncate(s: &str) -> String {
     s.chars().take(120).collect()
+}
+
+/// Why a mount point is not a clean absolute path (`/`, or `/` and names), if it is not.
+fn unclean(p: &str) -> Option<&'static str> {
+    if !p.starts_with('/') {
+        return Some("is not absolute");
+    }
+    if p.contains('\0') {
+        return Some("holds a NUL byte");
+    }
+    if p == "/" {
+        return None;
+    }
+    for c in p[1..].split('/') {
+        match c {
+            "" => return Some("has an empty component (`//` or a trailing `/`)"),
+            "." => return Some("has a `.` component"),
+            ".." => return Some("has a `..` component"),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -122,10 +152,17 @@ const V1_CONTROLLERS: &[&str] = &[
 ];
 
 impl CgroupLayout {
-    /// Read `<root>/proc/self/mountinfo`.
+    /// Read `<root>/proc/self/mountinfo`. When it is not the kernel's (not served by
+    /// procfs: a fixture tree), the root is registered as a fixture root, where cgroup
+    /// files may be on tmpfs ([`crate::beneath::register_fixture_root`]).
     pub fn discover(host: &HostPaths) -> Result<CgroupLayout> {
+        use std::os::fd::AsFd;
         let path = host.host("/proc/self/mountinfo");
-        let text = std::fs::read_to_string(&path).map_err(|e| ReadError::io(&path, e))?;
+        let fd = host.open("/proc/self/mountinfo", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK).map_err(|e| ReadError::io(&path, e))?;
+        if crate::beneath::fs_magic(fd.as_fd()).ok() != Some(crate::beneath::PROC_SUPER_MAGIC) {
+            crate::beneath::register_fixture_root(host.root());
+        }
+        let text = crate::bounded::read_fd_string(fd, &path, MOUNTINFO_CAP)?;
         let entries = parse_mountinfo(&path, &text)?;
         Ok(Self::from_entries(host, &entries))
     }
@@ -154,6 +191,9 @@ impl CgroupLayout {
             } else {
                 (host.host(&e.mount_point), e.mount_point.clone())
             };
+            // A fixture's symlinks on the way to a mount point resolve inside its root, so
+            // the cgroup paths made from `local` hold no symlink (beneath::open_cgroup_path).
+            let local = if host.is_host_root() { local } else { host.resolve(host.to_host_path(&local)).unwrap_or(local) };
             if e.fstype == "cgroup2" {
                 // Several cgroup2 mounts show the same hierarchy: keep the one that shows its root.
                 let replace = match &v2 {
@@ -216,10 +256,10 @@ impl CgroupLayout {
         }
         let Some(v2) = self.v2.as_ref() else { return Ok(None) };
         let path = v2.local.join("cgroup.controllers");
-        let controllers = match std::fs::read_to_string(&path) {
+        let controllers = match crate::cgroupfs::read_file(&path) {
             Ok(c) => c,
-            Err(e) if crate::error::is_gone_io(&e) => return Ok(None),
-            Err(e) => return Err(ReadError::io(path, e)),
+            Err(e) if e.is_gone() => return Ok(None),
+            Err(e) => return Err(e),
         };
         Ok(controllers
             .split_whitespace()
@@ -294,5 +334,22 @@ mod tests {
         assert_eq!(e[0].mount_point, PathBuf::from("/mnt/a b"));
         let err = parse_mountinfo(Path::new("/proc/self/mountinfo"), "garbage line\n").unwrap_err();
         assert!(err.to_string().contains("/proc/self/mountinfo"), "{err}");
+    }
+
+    #[test]
+    fn unclean_mount_points_are_refused_naming_the_line() {
+        for (mp, why) in [
+            ("/host/../x", "`..`"),
+            ("/sys/fs/./cgroup", "`.`"),
+            ("/sys//fs", "empty"),
+            ("/sys/fs/", "empty"),
+            ("sys/fs/cgroup", "not absolute"),
+            ("/sys/fs\\000x", "NUL"),
+        ] {
+            let text = format!("30 23 0:26 / /proc rw - proc proc rw\n31 23 0:27 / {mp} rw - cgroup cgroup rw,pids\n");
+            let err = parse_mountinfo(Path::new("/proc/self/mountinfo"), &text).unwrap_err().to_string();
+            assert!(err.contains("/proc/self/mountinfo") && err.contains("line 2") && err.contains(why), "{mp}: {err}");
+        }
+        assert!(parse_mountinfo(Path::new("mi"), "1 0 0:1 / / rw - ext4 /dev/sda rw\n").is_ok());
     }
 }

@@ -4,12 +4,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::bounded::{excerpt, PROC_CGROUPS_CAP, PROC_FILE_CAP};
 use crate::error::{ReadError, Result};
 use crate::host::HostPaths;
-
-pub(crate) fn read_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| ReadError::io(path, e))
-}
 
 /// One row of `/proc/cgroups`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,17 +20,17 @@ pub struct ProcCgroupsRow {
 /// `/proc/cgroups`: per controller, its hierarchy and `num_cgroups`.
 pub fn read_proc_cgroups(host: &HostPaths) -> Result<Vec<ProcCgroupsRow>> {
     let path = host.host("/proc/cgroups");
-    parse_proc_cgroups(&path, &read_string(&path)?)
+    parse_proc_cgroups(&path, &host.read("/proc/cgroups", PROC_CGROUPS_CAP)?)
 }
 
 pub fn parse_proc_cgroups(path: &Path, text: &str) -> Result<Vec<ProcCgroupsRow>> {
     let mut rows = Vec::new();
     for (no, line) in text.lines().enumerate() {
-        if line.starts_with('#') || line.trim().is_empty() {
+        if line.trim_start().starts_with('#') || line.trim().is_empty() {
             continue;
         }
         let f: Vec<&str> = line.split_whitespace().collect();
-        let bad = || ReadError::unexpected(path, format!("line {}: expected 'name hierarchy num_cgroups enabled', got {:?}", no + 1, line));
+        let bad = || ReadError::unexpected(path, format!("line {}: expected 'name hierarchy num_cgroups enabled', got {}", no + 1, excerpt(line)));
         if f.len() != 4 {
             return Err(bad());
         }
@@ -50,7 +47,7 @@ pub fn parse_proc_cgroups(path: &Path, text: &str) -> Result<Vec<ProcCgroupsRow>
 /// The running kernel's release (`uname -r`), from `/proc/sys/kernel/osrelease`.
 pub fn read_osrelease(host: &HostPaths) -> Result<String> {
     let path = host.host("/proc/sys/kernel/osrelease");
-    let s = read_string(&path)?;
+    let s = host.read("/proc/sys/kernel/osrelease", PROC_FILE_CAP)?;
     let s = s.trim();
     if s.is_empty() {
         return Err(ReadError::unexpected(&path, "empty kernel release"));
@@ -60,8 +57,26 @@ pub fn read_osrelease(host: &HostPaths) -> Result<String> {
 
 /// The kernel command line, `/proc/cmdline`.
 pub fn read_cmdline(host: &HostPaths) -> Result<String> {
-    let path = host.host("/proc/cmdline");
-    Ok(read_string(&path)?.trim().to_string())
+    Ok(host.read("/proc/cmdline", PROC_FILE_CAP)?.trim().to_string())
+}
+
+/// Write a sysctl file under `<root>/proc/sys` (`drop_caches`), given as this process
+/// reaches it: no symlink on its path, never created, a regular file, and on a kernel
+/// host one on procfs (a fixture's stand-in only beneath a fixture root).
+pub fn write_sysctl(path: &Path, value: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let fd = crate::beneath::open_cgroup_path(path, rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::TRUNC | rustix::fs::OFlags::NONBLOCK)?;
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(std::io::Error::other(format!("is {}, not a sysctl file: not written", crate::bounded::file_type_name(st.st_mode))));
+    }
+    let magic = crate::beneath::fs_magic(fd.as_fd())?;
+    if magic != crate::beneath::PROC_SUPER_MAGIC && crate::beneath::check_cgroupfs(fd.as_fd(), path).is_err() {
+        return Err(std::io::Error::other(format!("not on procfs (filesystem magic {magic:#x}): refused to change it")));
+    }
+    rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::empty())?;
+    rustix::io::write(&fd, value)?;
+    Ok(())
 }
 
 /// Whether a boot parameter `key=value` (or bare `key`) is on a command line.
@@ -84,8 +99,7 @@ impl SwapInfo {
 }
 
 pub fn read_swap(host: &HostPaths) -> Result<SwapInfo> {
-    let path = host.host("/proc/meminfo");
-    let text = read_string(&path)?;
+    let text = host.read("/proc/meminfo", PROC_FILE_CAP)?;
     let mut s = SwapInfo::default();
     for line in text.lines() {
         let mut it = line.split_whitespace();
@@ -103,16 +117,17 @@ pub fn read_swap(host: &HostPaths) -> Result<SwapInfo> {
 /// Processes whose command name (`/proc/<pid>/comm`) is `comm`, with their argv.
 /// Used to find a running kubelet and its flags. Processes that exit meanwhile are skipped.
 pub fn find_processes(host: &HostPaths, comm: &str) -> Vec<(u32, Vec<String>)> {
-    let proc = host.proc();
-    let Ok(rd) = std::fs::read_dir(&proc) else { return Vec::new() };
+    let Ok(proc) = host.open("/proc", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY) else { return Vec::new() };
+    let Ok(rd) = rustix::fs::Dir::read_from(&proc) else { return Vec::new() };
     let mut out = Vec::new();
     for ent in rd.flatten() {
-        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(c) = std::fs::read_to_string(ent.path().join("comm")) else { continue };
+        let Some(pid) = ent.file_name().to_str().ok().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(c) = host.read(format!("/proc/{pid}/comm"), PROC_FILE_CAP) else { continue };
         if c.trim() != comm {
             continue;
         }
-        let argv = std::fs::read(ent.path().join("cmdline"))
+        let argv = host
+            .read_bytes(format!("/proc/{pid}/cmdline"), PROC_FILE_CAP)
             .map(|b| b.split(|c| *c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
             .unwrap_or_default();
         out.push((pid, argv));
@@ -132,6 +147,19 @@ mod tests {
         assert_eq!(rows[1], ProcCgroupsRow { subsys: "memory".into(), hierarchy: 4, num_cgroups: 43, enabled: true });
         let err = parse_proc_cgroups(Path::new("/proc/cgroups"), "memory\tfour\t43\t1\n").unwrap_err();
         assert!(err.to_string().contains("/proc/cgroups") && err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_proc_cgroups_is_refused_and_errors_quote_little() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("proc")).unwrap();
+        let f = std::fs::File::create(t.path().join("proc/cgroups")).unwrap();
+        f.set_len(PROC_CGROUPS_CAP + 1).unwrap();
+        let e = read_proc_cgroups(&HostPaths::new(t.path())).unwrap_err().to_string();
+        assert!(e.contains("proc/cgroups") && e.contains("1 MiB cap"), "{e}");
+        let long = format!("memory\t{}\n", "9".repeat(100_000));
+        let e = parse_proc_cgroups(Path::new("/proc/cgroups"), &long).unwrap_err().to_string();
+        assert!(e.len() < 300, "{} bytes", e.len());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Per-memcg slab caches in `/sys/kernel/slab`: indirect evidence of memcgs the
-//! kernel still holds (KERNEL-FACTS.md section 2).
+//! kernel still holds (docs/kernel-facts.md section 2).
 //!
 //! - 3.10: top-level entries named `<cache>(<kmemcg_id>:<cgroup name>)`, mostly
 //!   alias symlinks; mergeable caches also get a directory
@@ -9,9 +9,13 @@
 //! - 5.9+ and the SLAB allocator: no per-memcg caches in sysfs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
+use std::ffi::OsStr;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use rustix::fs::OFlags;
 
 use serde::Serialize;
 
@@ -54,30 +58,33 @@ pub struct SlabScan {
 /// sysfs not mounted) is `readable: false`; a permission error is an error.
 pub fn scan_memcg_slab_caches(host: &HostPaths) -> Result<SlabScan> {
     let slab = host.sys().join("kernel/slab");
-    let rd = match fs::read_dir(&slab) {
-        Ok(rd) => rd,
+    let fd = match host.open("/sys/kernel/slab", OFlags::RDONLY | OFlags::DIRECTORY) {
+        Ok(fd) => fd,
         Err(e) if is_gone_io(&e) => return Ok(SlabScan::default()),
         Err(e) => return Err(ReadError::io(&slab, e)),
     };
+    let rd = rustix::fs::Dir::read_from(&fd).map_err(|e| ReadError::io(&slab, e.into()))?;
     let mut top = Vec::new();
     let mut sub = Vec::new();
     let mut saw_cgroup_dir = false;
     for ent in rd {
-        let ent = ent.map_err(|e| ReadError::io(&slab, e))?;
-        let name = ent.file_name();
-        let name = name.to_string_lossy();
+        let ent = ent.map_err(|e| ReadError::io(&slab, e.into()))?;
+        let raw = OsStr::from_bytes(ent.file_name().to_bytes());
+        if raw == "." || raw == ".." {
+            continue;
+        }
+        let name = raw.to_string_lossy();
         // 3.10 names are read straight from readdir: the entries are mostly symlinks, never followed.
         if let Some(c) = parse_memcg_cache_name(&name) {
             top.push(c);
             continue;
         }
-        // DirEntry::file_type does not follow symlinks: aliases are skipped, one attempt per real cache.
-        let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if !is_dir {
+        // d_type does not follow symlinks: aliases are skipped, one attempt per real cache.
+        if ent.file_type() != rustix::fs::FileType::Directory {
             continue;
         }
-        let cg = ent.path().join("cgroup");
-        match list_names(&cg) {
+        let cg = slab.join(raw).join("cgroup");
+        match list_names(&fd, &Path::new(raw).join("cgroup")) {
             Ok(names) => {
                 saw_cgroup_dir = true;
                 sub.extend(names.iter().filter_map(|n| parse_memcg_cache_name(n)));
@@ -103,8 +110,17 @@ pub fn scan_memcg_slab_caches(host: &HostPaths) -> Result<SlabScan> {
 
 const ENOTDIR: i32 = 20;
 
-fn list_names(dir: &Path) -> io::Result<Vec<String>> {
-    fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect()
+/// The names in `rel` below the slab directory, no symlink followed on the way.
+fn list_names(slab: &OwnedFd, rel: &Path) -> io::Result<Vec<String>> {
+    let fd = crate::beneath::open(slab.as_fd(), rel, OFlags::RDONLY | OFlags::DIRECTORY, rustix::fs::Mode::empty(), crate::beneath::Links::Refused)?;
+    let mut out = Vec::new();
+    for e in rustix::fs::Dir::read_from(&fd)? {
+        let n = e?.file_name().to_string_lossy().into_owned();
+        if n != "." && n != ".." {
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 /// Parse `dentry(1234:pod123)`. The id part is found from the last `(` whose
@@ -176,6 +192,7 @@ pub fn dead_cache_summary(caches: &[MemcgSlabCache], live_names: &dyn Fn(&str) -
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use super::*;
     use std::os::unix::fs::symlink;
     use std::path::PathBuf;

@@ -1,13 +1,11 @@
 //! Versions of the container stack (kubelet, runc, crun, containerd, dockerd, cri-o),
 //! found by running the host's binaries with `--version`.
 //!
-//! Whether the userspace enables kmem accounting depends on these (KERNEL-FACTS.md
+//! Whether the userspace enables kmem accounting depends on these (docs/kernel-facts.md
 //! section 3: runc < 1.0.0-rc94, kubelet < 1.22).
 
 use std::cmp::Ordering;
-use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -100,7 +98,7 @@ fn candidates(host: &HostPaths, c: Component) -> Vec<(PathBuf, String)> {
         for dir in BIN_DIRS {
             let host_path = format!("{dir}/{name}");
             if let Some(local) = host.resolve(&host_path) {
-                if is_executable(&local) && !out.iter().any(|(l, _)| *l == local) {
+                if is_executable(host, &local) && !out.iter().any(|(l, _)| *l == local) {
                     out.push((local, host_path));
                 }
             }
@@ -109,8 +107,8 @@ fn candidates(host: &HostPaths, c: Component) -> Vec<(PathBuf, String)> {
     out
 }
 
-fn is_executable(local: &Path) -> bool {
-    fs::metadata(local).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+fn is_executable(host: &HostPaths, local: &Path) -> bool {
+    host.stat_local(local).is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile && st.st_mode & 0o111 != 0)
 }
 
 /// Run `<binary> --version` with a timeout; stdout then stderr, or None on any failure.
@@ -307,6 +305,8 @@ impl std::fmt::Display for Version {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
     use super::*;
 
     fn v(s: &str) -> Version {

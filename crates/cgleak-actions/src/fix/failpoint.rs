@@ -6,8 +6,11 @@
 //! nothing of it runs on (no Drop, no handler): a crash. `:stop` sends SIGSTOP, so a
 //! test can change the host under a paused fixer and let it go on with SIGCONT.
 //! Unset, nothing fires.
+//!
+//! Only builds with the `failpoints` feature read the variable (the tests' builds:
+//! `cargo test` turns it on through the cgleak crate's dev-dependency, and
+//! scripts/test-all.sh asks for it); a release build ignores it, and says nothing.
 
-use std::fmt;
 
 /// The environment variable read by [`Failpoints::from_env`].
 pub const FAILPOINT_ENV: &str = "CGLEAK_FAILPOINT";
@@ -29,16 +32,10 @@ pub struct Failpoints {
     at: Option<(Position, u32, Effect)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `CGLEAK_FAILPOINT` as given, when it is not a failpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{FAILPOINT_ENV}={0:?}: expected before:N or after:N, optionally with :kill or :stop (N a step number from 1)")]
 pub struct BadFailpoint(pub String);
-
-impl fmt::Display for BadFailpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{FAILPOINT_ENV}={:?}: expected before:N or after:N, optionally with :kill or :stop (N a step number from 1)", self.0)
-    }
-}
-
-impl std::error::Error for BadFailpoint {}
 
 impl Failpoints {
     pub fn none() -> Failpoints {
@@ -46,11 +43,18 @@ impl Failpoints {
     }
 
     /// From `$CGLEAK_FAILPOINT`; unset or empty: none.
+    #[cfg(feature = "failpoints")]
     pub fn from_env() -> Result<Failpoints, BadFailpoint> {
         match std::env::var(FAILPOINT_ENV) {
             Ok(v) if !v.trim().is_empty() => Failpoints::parse(&v),
             _ => Ok(Failpoints::none()),
         }
+    }
+
+    /// Without the `failpoints` feature (a release build): none, whatever the environment says.
+    #[cfg(not(feature = "failpoints"))]
+    pub fn from_env() -> Result<Failpoints, BadFailpoint> {
+        Ok(Failpoints::none())
     }
 
     pub fn parse(spec: &str) -> Result<Failpoints, BadFailpoint> {

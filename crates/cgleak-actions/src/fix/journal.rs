@@ -11,10 +11,15 @@
 //!
 //! A line cut short by a crash mid-write is the last one and is ignored: its record
 //! never became durable, and every step is safe to run again.
+//!
+//! The journal is read and written only through its [`StateDir`]: no link is followed to
+//! it, and it is refused unless root alone can change it. What it says is data: the
+//! resume checks it against the host before anything is done ([`super::resume`]). One
+//! that cannot be read is set aside with [`discard`] (`cgleak fix --discard-journal`).
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,11 +27,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::failpoint::{Failpoints, Position};
+use super::state::{Open, StateDir, StateError};
 
 /// The journal of the fix in progress, in the state directory.
 pub const JOURNAL_FILE: &str = "fix-journal.jsonl";
 /// Where finished journals are kept.
 pub const ARCHIVE_DIR: &str = "fix-journals";
+/// A journal is a plan and a line per step: one bigger than this is not one of cgleak's.
+const MAX_JOURNAL_BYTES: u64 = 256 << 20;
 
 /// How a fix ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +110,10 @@ pub struct JournalState {
     pub unreadable_lines: usize,
     /// Bytes up to the end of the last whole record.
     pub readable_bytes: u64,
+    /// The line (1-based) of the begin record, which holds the plan.
+    pub begin_line: usize,
+    /// The line of each amendment, in the order of `amendments`.
+    pub amendment_lines: Vec<usize>,
 }
 
 impl JournalState {
@@ -121,6 +133,8 @@ impl JournalState {
             ended: None,
             unreadable_lines: 0,
             readable_bytes: 0,
+            begin_line: 1,
+            amendment_lines: Vec::new(),
         }
     }
 }
@@ -134,8 +148,11 @@ pub enum JournalError {
         #[source]
         source: io::Error,
     },
+    /// `detail` names the line.
     #[error("{}: not a fix journal: {detail}", .path.display())]
     Corrupt { path: PathBuf, detail: String },
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error(
         "an unfinished fix ({action}, started by pid {pid} at {started}) is recorded in {}: run `cgleak fix --resume` \
          to finish it (or `cgleak fix --resume --rollback` to undo it) before starting another",
@@ -152,6 +169,7 @@ impl JournalError {
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
             JournalError::Io { source, .. } => Some(source),
+            JournalError::State(s) => s.io_error(),
             _ => None,
         }
     }
@@ -165,10 +183,32 @@ pub fn now_unix() -> f64 {
 #[derive(Debug)]
 pub struct FixJournal {
     path: PathBuf,
-    state_dir: PathBuf,
+    dir: StateDir,
     file: File,
     failpoints: Failpoints,
     pub state: JournalState,
+}
+
+/// Read the journal in `dir`, if there is one.
+fn read_in(dir: &StateDir) -> Result<Option<JournalState>, JournalError> {
+    let path = dir.join(JOURNAL_FILE);
+    let Some(file) = dir.open_file(JOURNAL_FILE, Open::Read)? else { return Ok(None) };
+    let mut text = Vec::new();
+    file.take(MAX_JOURNAL_BYTES + 1).read_to_end(&mut text).map_err(|e| JournalError::io(&path, e))?;
+    if text.len() as u64 > MAX_JOURNAL_BYTES {
+        return Err(JournalError::Corrupt { path, detail: format!("line 1: bigger than {} MiB, which no fix journal is", MAX_JOURNAL_BYTES >> 20) });
+    }
+    parse(&path, &text).map(Some)
+}
+
+/// Refuse when an unfinished journal is in `dir`; archive one that ended.
+fn ensure_none_unfinished_in(dir: &StateDir) -> Result<(), JournalError> {
+    match read_in(dir)? {
+        Some(s) if s.ended.is_none() => Err(JournalError::Unfinished { path: dir.join(JOURNAL_FILE), action: s.action, pid: s.pid, started: format_unix(s.started_unix) }),
+        // A journal that ended but was not archived (a crash between the two): archive it now.
+        Some(s) => archive(dir, &s.id, "").map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 impl FixJournal {
@@ -179,77 +219,63 @@ impl FixJournal {
 
     /// Read the journal in `state_dir`, if there is one.
     pub fn read(state_dir: &Path) -> Result<Option<JournalState>, JournalError> {
-        let path = Self::path_in(state_dir);
-        let text = match fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(JournalError::io(&path, e)),
-        };
-        parse(&path, &text).map(Some)
+        match StateDir::open(state_dir)? {
+            Some(dir) => read_in(&dir),
+            None => Ok(None),
+        }
     }
 
     /// Refuse when an unfinished journal exists in `state_dir`.
     pub fn ensure_none_unfinished(state_dir: &Path) -> Result<(), JournalError> {
-        match Self::read(state_dir)? {
-            Some(s) if s.ended.is_none() => Err(JournalError::Unfinished {
-                path: Self::path_in(state_dir),
-                action: s.action,
-                pid: s.pid,
-                started: format_unix(s.started_unix),
-            }),
-            // A journal that ended but was not archived (a crash between the two): archive it now.
-            Some(s) => archive(state_dir, &s.id).map(|_| ()),
+        match StateDir::open(state_dir)? {
+            Some(dir) => ensure_none_unfinished_in(&dir),
             None => Ok(()),
         }
     }
 
     /// Start a new journal with its `begin` record (durable before this returns).
     pub fn begin(state_dir: &Path, action: &str, plan: Value, failpoints: Failpoints) -> Result<FixJournal, JournalError> {
-        Self::ensure_none_unfinished(state_dir)?;
-        fs::create_dir_all(state_dir).map_err(|e| JournalError::io(state_dir, e))?;
-        let path = Self::path_in(state_dir);
+        let dir = StateDir::create(state_dir)?;
+        ensure_none_unfinished_in(&dir)?;
+        let path = dir.join(JOURNAL_FILE);
         // The journal appears under its name only with its begin record in it: the record
         // goes to a temporary file first, which is renamed once it is on disk. A crash
         // before the rename leaves only the temporary file, which means nothing happened.
-        let tmp = state_dir.join(format!("{JOURNAL_FILE}.new"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| JournalError::io(&tmp, e))?;
+        let tmp_name = format!("{JOURNAL_FILE}.new");
+        let tmp = dir.join(&tmp_name);
+        let file = dir.open_file(&tmp_name, Open::CreateNew)?.expect("a new file is always opened");
         let at = now_unix();
         let pid = std::process::id();
         let id = format!("{action}-{}-{pid}", at as u64);
         let mut j = FixJournal {
-            path: path.clone(),
-            state_dir: state_dir.to_path_buf(),
+            path: tmp.clone(),
+            dir,
             file,
             failpoints,
             state: JournalState::begun(id.clone(), action.to_string(), at, pid, plan.clone()),
         };
-        j.path = tmp.clone();
         j.append(&Record::Begin { id, action: action.to_string(), at_unix: at, pid, plan })?;
-        if path.exists() {
+        if j.dir.entry(JOURNAL_FILE)?.is_some() {
             return Err(JournalError::io(&path, io::Error::new(io::ErrorKind::AlreadyExists, "another fix journal appeared")));
         }
-        fs::rename(&tmp, &path).map_err(|e| JournalError::io(&tmp, e))?;
+        j.dir.rename_to(&tmp_name, &j.dir, JOURNAL_FILE)?;
         j.path = path;
         // The new file's name is durable only once its directory is.
-        sync_dir(state_dir)?;
+        j.dir.sync()?;
         Ok(j)
     }
 
     /// Open the unfinished journal in `state_dir` to go on with it.
     pub fn resume(state_dir: &Path, failpoints: Failpoints) -> Result<Option<FixJournal>, JournalError> {
-        let Some(state) = Self::read(state_dir)? else { return Ok(None) };
-        let path = Self::path_in(state_dir);
+        let Some(dir) = StateDir::open(state_dir)? else { return Ok(None) };
+        let Some(state) = read_in(&dir)? else { return Ok(None) };
+        let path = dir.join(JOURNAL_FILE);
         if state.ended.is_some() {
-            archive(state_dir, &state.id)?;
+            archive(&dir, &state.id, "")?;
             return Ok(None);
         }
-        let file = OpenOptions::new().append(true).open(&path).map_err(|e| JournalError::io(&path, e))?;
-        let mut j = FixJournal { path, state_dir: state_dir.to_path_buf(), file, failpoints, state };
+        let file = dir.open_file(JOURNAL_FILE, Open::Append)?.ok_or_else(|| JournalError::io(&path, io::Error::from(io::ErrorKind::NotFound)))?;
+        let mut j = FixJournal { path, dir, file, failpoints, state };
         // A torn last line never became a record: cut it off, so the next record
         // starts a line of its own and the file stays readable.
         if j.state.unreadable_lines > 0 {
@@ -262,6 +288,11 @@ impl FixJournal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The state directory the journal is in.
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn is_done(&self, step: u32) -> bool {
@@ -289,6 +320,7 @@ impl FixJournal {
     pub fn amend(&mut self, step: u32, change: Value) -> Result<(), JournalError> {
         self.append(&Record::Amend { step, change: change.clone() })?;
         self.state.amendments.push((step, change));
+        self.state.amendment_lines.push(0);
         Ok(())
     }
 
@@ -303,7 +335,7 @@ impl FixJournal {
     /// Journal the end and archive the file: `fix-journals/<id>.jsonl`.
     pub fn end(mut self, outcome: Outcome) -> Result<PathBuf, JournalError> {
         self.append(&Record::End { outcome, at_unix: now_unix() })?;
-        archive(&self.state_dir, &self.state.id)
+        archive(&self.dir, &self.state.id, "")
     }
 
     fn append(&mut self, r: &Record) -> Result<(), JournalError> {
@@ -314,19 +346,59 @@ impl FixJournal {
     }
 }
 
-/// Move the journal into the archive directory.
-fn archive(state_dir: &Path, id: &str) -> Result<PathBuf, JournalError> {
-    let dir = state_dir.join(ARCHIVE_DIR);
-    fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
-    let to = dir.join(format!("{id}.jsonl"));
-    let from = FixJournal::path_in(state_dir);
-    fs::rename(&from, &to).map_err(|e| JournalError::io(&from, e))?;
-    sync_dir(state_dir)?;
-    Ok(to)
+/// A journal id as a file name: the ids cgleak writes (`<action>-<secs>-<pid>`) are; any
+/// other (a damaged or forged journal's) is not used, so an archive name never leads
+/// out of `fix-journals/`.
+fn archive_name(id: &str) -> Option<&str> {
+    let ok = !id.is_empty() && id.len() <= 128 && !id.starts_with('.') && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    ok.then_some(id)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| JournalError::io(dir, e))
+/// Move the journal into the archive directory as `<prefix><id>.jsonl` (a name of its own
+/// if that one is taken); the rename is durable in both directories before this returns.
+fn archive(dir: &StateDir, id: &str, prefix: &str) -> Result<PathBuf, JournalError> {
+    let archive = dir.subdir(ARCHIVE_DIR, true)?.expect("made when missing");
+    let base = format!("{prefix}{}", archive_name(id).map_or_else(|| format!("unnamed-{}", now_unix() as u64), str::to_string));
+    let mut name = format!("{base}.jsonl");
+    for n in 2.. {
+        if archive.entry(&name)?.is_none() {
+            break;
+        }
+        name = format!("{base}-{n}.jsonl");
+    }
+    dir.rename_to(JOURNAL_FILE, &archive, &name)?;
+    // The new name and the old one's removal: each in its own directory.
+    archive.sync()?;
+    dir.sync()?;
+    Ok(archive.join(&name))
+}
+
+/// What [`discard`] did.
+#[derive(Debug)]
+pub struct Discarded {
+    /// Where the journal went.
+    pub archived: PathBuf,
+    /// What it said, when it could be read.
+    pub state: Option<JournalState>,
+    /// Why it could not be read.
+    pub unreadable: Option<String>,
+}
+
+/// Set the journal in `state_dir` aside (`cgleak fix --discard-journal`): archived as
+/// `fix-journals/discarded-<time>-<id>.jsonl`, readable or not; nothing on the host is
+/// changed. None when there is no journal. The caller holds the lock.
+pub fn discard(state_dir: &Path) -> Result<Option<Discarded>, JournalError> {
+    let Some(dir) = StateDir::open(state_dir)? else { return Ok(None) };
+    if dir.entry(JOURNAL_FILE)?.is_none() {
+        return Ok(None);
+    }
+    let (state, unreadable) = match read_in(&dir) {
+        Ok(s) => (s, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let id = state.as_ref().map_or("unreadable", |s| s.id.as_str());
+    let archived = archive(&dir, id, &format!("discarded-{}-", now_unix() as u64))?;
+    Ok(Some(Discarded { archived, state, unreadable }))
 }
 
 /// Read a journal's lines back into its state.
@@ -364,10 +436,12 @@ pub fn parse(path: &Path, text: &[u8]) -> Result<JournalState, JournalError> {
         readable_bytes = end;
         match (record, state.as_mut()) {
             (Record::Begin { id, action, at_unix, pid, plan }, None) => {
-                state = Some(JournalState::begun(id, action, at_unix, pid, plan))
+                let mut s = JournalState::begun(id, action, at_unix, pid, plan);
+                s.begin_line = i + 1;
+                state = Some(s);
             }
             (Record::Begin { .. }, Some(_)) => return Err(corrupt(format!("line {}: a second begin record", i + 1))),
-            (_, None) => return Err(corrupt("the first record is not `begin`".into())),
+            (_, None) => return Err(corrupt(format!("line {}: the first record is not `begin`", i + 1))),
             (Record::Intent { step, .. }, Some(s)) => s.in_flight = Some(step),
             (Record::Done { step, result, .. }, Some(s)) => {
                 s.done.insert(step);
@@ -376,12 +450,15 @@ pub fn parse(path: &Path, text: &[u8]) -> Result<JournalState, JournalError> {
                     s.in_flight = None;
                 }
             }
-            (Record::Amend { step, change }, Some(s)) => s.amendments.push((step, change)),
+            (Record::Amend { step, change }, Some(s)) => {
+                s.amendments.push((step, change));
+                s.amendment_lines.push(i + 1);
+            }
             (Record::Rollback { reason, .. }, Some(s)) => s.rolling_back = Some(reason),
             (Record::End { outcome, .. }, Some(s)) => s.ended = Some(outcome),
         }
     }
-    let mut state = state.ok_or_else(|| corrupt("empty".into()))?;
+    let mut state = state.ok_or_else(|| corrupt("line 1: no record in it (empty)".into()))?;
     state.unreadable_lines = unreadable;
     state.readable_bytes = readable_bytes as u64;
     Ok(state)
@@ -396,6 +473,8 @@ pub fn format_unix(t: f64) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::fs::{self, OpenOptions};
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn none() -> Failpoints {
         Failpoints::none()
@@ -459,6 +538,66 @@ mod tests {
         let s = FixJournal::read(t.path()).unwrap().unwrap();
         assert_eq!((s.done, s.unreadable_lines), (BTreeSet::from([1]), 0));
         assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn a_forged_id_never_names_the_archive_and_archives_do_not_overwrite_each_other() {
+        let t = tempfile::tempdir().unwrap();
+        let begin = |id: &str| format!("{{\"type\":\"begin\",\"id\":{id:?},\"action\":\"gc\",\"at_unix\":1.0,\"pid\":7,\"plan\":{{}}}}\n{{\"type\":\"end\",\"outcome\":\"completed\",\"at_unix\":2.0}}\n");
+        fs::write(FixJournal::path_in(t.path()), begin("../../escaped")).unwrap();
+        FixJournal::ensure_none_unfinished(t.path()).unwrap();
+        let names: Vec<String> = fs::read_dir(t.path().join(ARCHIVE_DIR)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert!(names.len() == 1 && names[0].starts_with("unnamed-"), "{names:?}");
+        assert!(!t.path().parent().unwrap().join("escaped.jsonl").exists());
+        for _ in 0..2 {
+            fs::write(FixJournal::path_in(t.path()), begin("gc-1-7")).unwrap();
+            FixJournal::ensure_none_unfinished(t.path()).unwrap();
+        }
+        let mut names: Vec<String> = fs::read_dir(t.path().join(ARCHIVE_DIR)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(&names[..2], ["gc-1-7-2.jsonl", "gc-1-7.jsonl"], "{names:?}");
+    }
+
+    #[test]
+    fn a_garbage_journal_names_its_line_and_is_discarded_into_the_archive() {
+        let t = tempfile::tempdir().unwrap();
+        let p = FixJournal::path_in(t.path());
+        fs::write(&p, "\n\u{1}garbage\n").unwrap();
+        let e = FixJournal::ensure_none_unfinished(t.path()).unwrap_err().to_string();
+        assert!(e.contains(&p.display().to_string()) && e.contains("line 2"), "{e}");
+        let d = discard(t.path()).unwrap().unwrap();
+        assert!(d.state.is_none() && d.unreadable.as_deref().is_some_and(|u| u.contains("line 2")), "{d:?}");
+        let name = d.archived.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(d.archived.starts_with(t.path().join(ARCHIVE_DIR)) && name.starts_with("discarded-") && name.ends_with("-unreadable.jsonl"), "{name}");
+        assert_eq!(fs::read_to_string(&d.archived).unwrap(), "\n\u{1}garbage\n");
+        assert!(!p.exists());
+        FixJournal::ensure_none_unfinished(t.path()).unwrap();
+        assert!(discard(t.path()).unwrap().is_none());
+        // A readable unfinished one keeps its id in the name.
+        let mut j = FixJournal::begin(t.path(), "gc", json!({}), none()).unwrap();
+        j.intent(1).unwrap();
+        let d = discard(t.path()).unwrap().unwrap();
+        assert!(d.archived.to_str().unwrap().ends_with(&format!("-{}.jsonl", j.state.id)), "{d:?}");
+        assert_eq!(d.state.unwrap().in_flight, Some(1));
+    }
+
+    #[test]
+    fn a_linked_or_group_writable_journal_is_refused_naming_it() {
+        let t = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("journal");
+        fs::write(&target, "{\"type\":\"begin\",\"id\":\"x\",\"action\":\"gc\",\"at_unix\":1.0,\"pid\":7,\"plan\":{}}\n").unwrap();
+        let p = FixJournal::path_in(t.path());
+        symlink(&target, &p).unwrap();
+        let e = FixJournal::read(t.path()).unwrap_err().to_string();
+        assert!(e.contains(&p.display().to_string()) && e.contains("symbolic link"), "{e}");
+        fs::remove_file(&p).unwrap();
+        fs::copy(&target, &p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o620)).unwrap();
+        let e = FixJournal::resume(t.path(), none()).unwrap_err().to_string();
+        assert!(e.contains(&p.display().to_string()) && e.contains("writable by its group"), "{e}");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(FixJournal::read(t.path()).unwrap().unwrap().begin_line, 1);
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! One fixer per node: an exclusive flock(2) on `<state-dir>/fix.lock`. The kernel drops
 //! the lock when its holder dies, however it dies, so a crashed fixer never blocks the
 //! next one (which then finds the unfinished journal instead).
+//!
+//! The file is opened in the checked state directory with `O_NOFOLLOW` and must be a
+//! regular file of one link ([`super::state`]): writing the holder's name truncates it,
+//! which must never reach another file through a link.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
 use rustix::io::Errno;
+
+use super::state::{Open, StateDir, StateError};
 
 pub const LOCK_FILE: &str = "fix.lock";
 
@@ -31,12 +37,15 @@ pub enum LockError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 impl LockError {
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
             LockError::Io { source, .. } => Some(source),
+            LockError::State(s) => s.io_error(),
             LockError::Held { .. } => None,
         }
     }
@@ -47,9 +56,9 @@ impl FixLock {
     /// free; without, fail at once with [`LockError::Held`] naming the holder.
     pub fn acquire(state_dir: &Path, what: &str, wait: bool) -> Result<FixLock, LockError> {
         let io_err = |path: &Path, source: io::Error| LockError::Io { path: path.to_path_buf(), source };
-        fs::create_dir_all(state_dir).map_err(|e| io_err(state_dir, e))?;
-        let path = state_dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| io_err(&path, e))?;
+        let dir = StateDir::create(state_dir)?;
+        let path = dir.join(LOCK_FILE);
+        let mut file: File = dir.open_file(LOCK_FILE, Open::Lock)?.expect("the lock is made when missing");
         let op = if wait { FlockOperation::LockExclusive } else { FlockOperation::NonBlockingLockExclusive };
         loop {
             match flock(&file, op) {
@@ -86,5 +95,25 @@ mod tests {
         assert!(msg.contains(&format!("pid {}, fix gc", std::process::id())) && msg.contains("--wait"), "{msg}");
         drop(first);
         FixLock::acquire(t.path(), "fix reclaim", false).unwrap();
+    }
+
+    #[test]
+    fn a_linked_lock_is_refused_and_its_target_left_as_it_was() {
+        let t = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("precious");
+        std::fs::write(&target, "do not truncate").unwrap();
+        std::os::unix::fs::symlink(&target, t.path().join(LOCK_FILE)).unwrap();
+        let e = FixLock::acquire(t.path(), "fix gc", false).unwrap_err().to_string();
+        assert!(e.contains(&t.path().join(LOCK_FILE).display().to_string()) && e.contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "do not truncate");
+        // Nor through a hard link.
+        std::fs::remove_file(t.path().join(LOCK_FILE)).unwrap();
+        let inside = t.path().join("inside");
+        std::fs::write(&inside, "keep too").unwrap();
+        std::fs::hard_link(&inside, t.path().join(LOCK_FILE)).unwrap();
+        let e = FixLock::acquire(t.path(), "fix gc", false).unwrap_err().to_string();
+        assert!(e.contains("hard links"), "{e}");
+        assert_eq!(std::fs::read_to_string(&inside).unwrap(), "keep too");
     }
 }

@@ -6,7 +6,9 @@
 //! after), so that a fixer killed at any point is finished or undone by
 //! `cgleak fix --resume`. One fixer per node ([`lock::FixLock`]). Each action checks the
 //! live tree again just before each step: what was created or removed since planning is
-//! handled, never written over blindly.
+//! handled, never written over blindly. The journal, the lock and the backups live in the
+//! fixer's own state directory ([`state`]), and a resume carries out only what the
+//! action's own planner would do on this host ([`resume`]).
 //!
 //! The actions: [`reclaim`] (release dying memcgs), [`gc`] (remove orphaned pod
 //! cgroups), [`migrate`] (move running pods into fresh cgroups without kmem accounting,
@@ -21,9 +23,14 @@ pub mod migrate;
 pub mod nokmem;
 pub mod reboot;
 pub mod reclaim;
+pub mod resume;
 pub mod settings;
+pub mod state;
 pub mod tasks;
+#[cfg(test)]
+pub(crate) mod testing;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -31,9 +38,10 @@ use serde_json::{json, Value};
 
 use cgleak_model::era::KernelEra;
 use cgleak_readers::mountinfo::{CgroupLayout, MemoryHierarchy};
-use cgleak_readers::HostPaths;
+use cgleak_readers::{HostPaths, ReadError};
 
 use journal::{FixJournal, JournalError, Outcome};
+use lock::LockError;
 
 /// The host a fix works on.
 #[derive(Debug, Clone)]
@@ -47,6 +55,9 @@ pub struct FixHost {
     pub dying: Option<u64>,
     /// A running kubelet: pid and argv.
     pub kubelet: Option<(u32, Vec<String>)>,
+    /// The judge's report on this host (`cgleak check`'s): the plans take their refusals
+    /// and expected gains from it. None where a fix runs without one (the agent's reclaim).
+    pub judgement: Option<cgleak_model::verdict::CheckReport>,
 }
 
 /// A file the plan writes, and what.
@@ -150,16 +161,83 @@ pub enum FixProgress {
     Item { done: u64, total: u64 },
 }
 
-/// Errors that stop a fix before or between its steps; each says what to do.
+/// Errors that stop a fix before or between its steps. Each names the flag, file or
+/// journal it concerns and keeps the error beneath it; [`FixError::is_usage`] tells a bad
+/// argument (exit 2) from a failure (exit 1) for the front end.
 #[derive(Debug, thiserror::Error)]
 pub enum FixError {
-    /// A bad argument (a cgroup that does not exist, outside the hierarchy, ...).
+    /// A flag whose value cannot be used here: the flag, the value as given, and why.
+    #[error("{flag} {value}: {why}")]
+    BadArgument { flag: &'static str, value: String, why: String },
+    /// The action does not apply to this host as it is set up (memory on cgroup v2 for
+    /// migrate, no memory.reclaim before 5.19, ...): why.
     #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Runtime(String),
+    NotOnThisHost(String),
+    /// `nokmem --restore DIR`: the manifest in DIR is not one cgleak wrote.
+    #[error("--restore: {}: not a cgleak backup manifest: {source}", .path.display())]
+    NotAManifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A host file or cgroup file that could not be read (the error names it).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A cgroup's memory settings that could not be read or written (file and value named).
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
+    /// A cgroup's tasks that could not be read or moved (the cgroup named).
+    #[error(transparent)]
+    Tasks(#[from] tasks::MoveError),
+    /// A cgroup of the census that is not beneath the memory hierarchy the action works in.
+    #[error("{what} {path} is outside the memory hierarchy {}", .hierarchy.display())]
+    OutsideHierarchy { what: &'static str, path: String, hierarchy: PathBuf },
+    /// A journal whose plan, or a change recorded to it, cannot be read back.
+    #[error("{}: {what} cannot be read: {source}", .journal.display())]
+    JournalData {
+        journal: PathBuf,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The agent's reclaim found an unfinished fix of another action in its state directory.
+    #[error(
+        "{}: an unfinished `{action}` fix, not a reclaim: the agent finishes only its own reclaims; look at it, and set it aside with \
+         `cgleak fix --discard-journal --state-dir {}`",
+        .journal.display(),
+        .state_dir.display()
+    )]
+    NotOurJournal { journal: PathBuf, action: String, state_dir: PathBuf },
+    /// An unfinished journal the agent's reclaim will not carry out.
+    #[error("{refusal}; nothing was changed: set the journal aside with `cgleak fix --discard-journal --state-dir {}`", .state_dir.display())]
+    ResumeRefused {
+        #[source]
+        refusal: resume::Refusal,
+        state_dir: PathBuf,
+    },
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+impl FixError {
+    /// A bad flag or value, or an action this host cannot take: the user's to change (exit 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, FixError::BadArgument { .. } | FixError::NotOnThisHost(_) | FixError::NotAManifest { .. })
+    }
+
+    /// The I/O error beneath, if any (a permission denied is told apart by the front end).
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            FixError::Read(ReadError::Io { source, .. }) | FixError::Settings(settings::SettingsError::Read(ReadError::Io { source, .. })) => Some(source),
+            FixError::Settings(settings::SettingsError::Write(w)) => Some(&w.source),
+            FixError::Tasks(tasks::MoveError::Read { source, .. } | tasks::MoveError::Write { source, .. }) => Some(source),
+            FixError::Journal(e) => e.io_error(),
+            FixError::Lock(e) => e.io_error(),
+            _ => None,
+        }
+    }
 }
 
 /// The journal's `plan` value: the view shown, and the action's own detail.
@@ -169,7 +247,7 @@ pub fn journal_plan<D: Serialize>(view: &PlanView, detail: &D) -> Value {
 
 /// The view and detail of a journal's plan.
 pub fn plan_from_journal<D: for<'de> Deserialize<'de>>(journal: &FixJournal) -> Result<(PlanView, D), FixError> {
-    let bad = |e: serde_json::Error| FixError::Runtime(format!("{}: the plan it holds cannot be read: {e}", journal.path().display()));
+    let bad = |source| FixError::JournalData { journal: journal.path().to_path_buf(), what: "the plan it holds", source };
     let view = serde_json::from_value(journal.state.plan["view"].clone()).map_err(bad)?;
     let detail = serde_json::from_value(journal.state.plan["detail"].clone()).map_err(bad)?;
     Ok((view, detail))
@@ -222,14 +300,14 @@ impl<'a> StepRunner<'a> {
     }
 
     /// Record a step that was not needed.
-    pub fn skip(&mut self, step: u32, why: impl Into<String>) -> Result<(), String> {
+    pub fn skip(&mut self, step: u32, why: impl Into<String>) -> Result<(), JournalError> {
         if self.journal.is_done(step) {
             return Ok(());
         }
         let title = self.view.title_of(step);
         let why = why.into();
-        self.journal.intent(step).map_err(|e| e.to_string())?;
-        self.journal.done(step, json!({ "skipped": why })).map_err(|e| e.to_string())?;
+        self.journal.intent(step)?;
+        self.journal.done(step, json!({ "skipped": why }))?;
         self.steps.push(StepReport { step, title, status: StepStatus::Skipped, detail: why });
         Ok(())
     }

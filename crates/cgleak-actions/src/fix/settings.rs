@@ -2,10 +2,9 @@
 //! cgroup, written to its mirror and to its recreation in the order the kernel accepts.
 //!
 //! Never a kmem file: on 3.10 and 4.0 .. 4.5 the first limited write to
-//! `memory.kmem.limit_in_bytes` switches kmem accounting on for good (KERNEL-FACTS
+//! `memory.kmem.limit_in_bytes` switches kmem accounting on for good (docs/kernel-facts.md
 //! section 3), which is what a migration exists to undo.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -98,7 +97,7 @@ impl MemorySettings {
     /// The writes that make the cgroup at `dir`, whose settings are now `current`, have
     /// these: in the order the kernel accepts, and only those that change something.
     /// `move_charge_at_immigrate` only where the kernel takes a non-zero value (6.13+:
-    /// EINVAL, KERNEL-FACTS section 5).
+    /// EINVAL, docs/kernel-facts.md section 5).
     pub fn writes_from(&self, current: &MemorySettings, move_charge: MoveCharge) -> Vec<(&'static str, String)> {
         let mut w: Vec<(&'static str, String)> = Vec::new();
         let mut set = |file: &'static str, want: Option<u64>, now: Option<u64>| {
@@ -150,7 +149,7 @@ impl MemorySettings {
 /// Write one setting; an EBUSY on a limit says what the cgroup uses.
 pub fn write_setting(dir: &Path, file: &str, value: &str) -> Result<(), WriteError> {
     let path = dir.join(file);
-    fs::write(&path, value).map_err(|source| {
+    cgroupfs::write_file(&path, value.as_bytes()).map_err(|source| {
         let context = if source.raw_os_error() == Some(libc_ebusy()) && file.contains("limit_in_bytes") {
             let read = |f: &str| cgroupfs::read_u64(&dir.join(f)).map(|v| v.to_string()).unwrap_or_else(|_| "?".into());
             let prefix = if file.contains("memsw") { "memory.memsw." } else { "memory." };
@@ -167,11 +166,12 @@ pub fn write_setting(dir: &Path, file: &str, value: &str) -> Result<(), WriteErr
 }
 
 fn libc_ebusy() -> i32 {
-    cgleak_readers::error::libc_errno::EBUSY
+    cgleak_readers::errno::EBUSY
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use super::*;
 
     fn unlimited() -> MemorySettings {

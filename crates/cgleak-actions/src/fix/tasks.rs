@@ -1,18 +1,17 @@
 //! Moving every task of one v1 cgroup into another.
 //!
 //! Thread by thread, through `tasks` (a TID written there moves that thread alone,
-//! KERNEL-FACTS section 5): writing a TGID to `cgroup.procs` would also pull in the
+//! docs/kernel-facts.md section 5): writing a TGID to `cgroup.procs` would also pull in the
 //! process's threads that live in other cgroups, which are not ours to move. Tasks fork
 //! while they are moved (a child starts in its parent's cgroup of the moment), so the
 //! source is read again until it is empty. A task that exits meanwhile (ESRCH) is not
 //! an error.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cgleak_readers::error::is_gone_io;
+use cgleak_readers::cgroupfs;
 
 /// Rounds of "read the source, move what is there" before giving up on a source that
 /// never empties (a fork bomb would keep it busy forever).
@@ -51,10 +50,11 @@ pub enum MoveError {
 /// The TIDs in `<cgroup>/tasks`; a cgroup that is gone has none.
 pub fn read_tasks(cgroup: &Path) -> Result<Vec<u32>, MoveError> {
     let path = cgroup.join("tasks");
-    match fs::read_to_string(&path) {
+    match cgroupfs::read_file(&path) {
         Ok(t) => Ok(t.split_whitespace().filter_map(|p| p.parse().ok()).collect()),
-        Err(e) if is_gone_io(&e) => Ok(Vec::new()),
-        Err(e) => Err(MoveError::Read { path, source: e }),
+        Err(e) if e.is_gone() => Ok(Vec::new()),
+        Err(cgleak_readers::ReadError::Io { source, .. }) => Err(MoveError::Read { path, source }),
+        Err(e) => Err(MoveError::Read { path, source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()) }),
     }
 }
 
@@ -74,7 +74,7 @@ pub fn move_all(from: &Path, to: &Path) -> Result<Moved, MoveError> {
         }
         for tid in tids {
             // One write per TID: the kernel takes one per write(2).
-            match fs::write(&dest, tid.to_string()) {
+            match cgroupfs::write_file(&dest, tid.to_string().as_bytes()) {
                 Ok(()) => moved.threads += 1,
                 // Exited since it was listed.
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {}
@@ -86,6 +86,7 @@ pub fn move_all(from: &Path, to: &Path) -> Result<Moved, MoveError> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use super::*;
 
     #[test]

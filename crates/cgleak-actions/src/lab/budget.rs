@@ -1,7 +1,7 @@
 //! How many memcgs the lab makes at most, and the cap it keeps the host under.
 //!
 //! Each memcg costs kernel memory, and a dying one keeps costing it until its page
-//! cache is reclaimed (KERNEL-FACTS section 1); the host must always be able to create
+//! cache is reclaimed (docs/kernel-facts.md section 1); the host must always be able to create
 //! cgroups of its own (section 7). So the lab counts live and dying memcgs alike.
 
 use serde::Serialize;
@@ -59,27 +59,17 @@ pub struct MemcgCount {
 }
 
 /// The lab plus the host would go past [`HOST_MEMCG_CAP`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error(
+    "the lab would make up to {lab_max} memcgs and this host already has {host_live} live and {host_dying} dying: {} in all, \
+     above the {cap} the lab ever takes a host to",
+    .lab_max + .host_live + .host_dying
+)]
 pub struct OverCap {
     pub lab_max: u64,
     pub host_live: u64,
     pub host_dying: u64,
     pub cap: u64,
-}
-
-impl std::fmt::Display for OverCap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the lab would make up to {} memcgs and this host already has {} live and {} dying: {} in all, \
-             above the {} the lab ever takes a host to",
-            self.lab_max,
-            self.host_live,
-            self.host_dying,
-            self.lab_max + self.host_live + self.host_dying,
-            self.cap
-        )
-    }
 }
 
 /// Whether a lab of at most `lab_max` memcgs fits beside what the host has now.

@@ -7,7 +7,7 @@
 //! makes the path in every hierarchy it uses) on a shared read-only busybox root. Each
 //! container writes page cache to a directory of its own on a disk filesystem; when
 //! churn deletes a pod, that page cache stays charged to the deleted memcgs, which
-//! become dying (KERNEL-FACTS section 4). A fake kubelet root dir with `pods/<uid>`
+//! become dying (docs/kernel-facts.md section 4). A fake kubelet root dir with `pods/<uid>`
 //! per live pod lets `cgleak status --kubelet-root-dir` tell pods from orphans.
 //!
 //! Safety: the lab refuses to run beside a kubelet (unless allowed), never takes the
@@ -249,12 +249,7 @@ impl LabError {
     /// EACCES, EPERM or EROFS while setting up: a lack of rights, not a fault (exit 77).
     pub fn is_permission(&self) -> bool {
         match self {
-            LabError::SetUp { source, .. } => matches!(
-                source.raw_os_error(),
-                Some(c) if [rustix::io::Errno::ACCESS, rustix::io::Errno::PERM, rustix::io::Errno::ROFS]
-                    .iter()
-                    .any(|e| e.raw_os_error() == c)
-            ),
+            LabError::SetUp { source, .. } => source.raw_os_error().is_some_and(cgleak_readers::errno::is_not_permitted),
             _ => false,
         }
     }
@@ -307,7 +302,7 @@ fn preflight(opts: &mut LabOptions) -> Result<MemcgCount, LabError> {
         1 => {}
         2 => {
             let f = opts.memory.mount.local.join("cgroup.subtree_control");
-            let text = std::fs::read_to_string(&f).map_err(|e| setup(format!("read {}", f.display()), e))?;
+            let text = cgleak_readers::cgroupfs::read_file(&f).map_err(|e| setup(format!("read {}", f.display()), io::Error::other(e.to_string())))?;
             if !text.split_whitespace().any(|c| c == "memory") {
                 return Err(LabError::MemoryNotDelegated {
                     path: opts.memory.mount.mount_point.join("cgroup.subtree_control"),

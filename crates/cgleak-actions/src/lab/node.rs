@@ -17,6 +17,7 @@ use serde::Serialize;
 use cgleak_model::kubepods::QosClass;
 
 use crate::cgroup_tree::{remove_cgroup, remove_tree_deepest_first, WhenBusy};
+use cgleak_readers::cgroupfs;
 use super::budget::MAX_ORPHANS_KEPT;
 use super::rootfs::build_busybox_rootfs;
 use super::runtime::{write_bundle, ContainerSpec, Runtime, RuntimeCalls};
@@ -234,9 +235,9 @@ impl Node {
             .map_err(|e| setup(format!("busybox root filesystem in {}", rootfs.display()), e))?;
         let top = self.memory_root().join(&self.s.scratch);
         for d in [top.clone(), top.join("kubepods"), top.join("kubepods/burstable"), top.join("kubepods/besteffort")] {
-            fs::create_dir(&d).map_err(|e| setup(format!("mkdir {}", d.display()), e))?;
+            cgroupfs::create_dir(&d).map_err(|e| setup(format!("mkdir {}", d.display()), e))?;
             // cgroup v2: a child gets a memcg only where its parent enables memory
-            // (KERNEL-FACTS section 7). The QoS cgroups' pods are made by the runtime,
+            // (docs/kernel-facts.md section 7). The QoS cgroups' pods are made by the runtime,
             // which enables the controllers along the path it creates.
             if self.s.memory_version == 2 {
                 let f = d.join("cgroup.subtree_control");
@@ -492,8 +493,7 @@ impl Drop for Node {
 
 /// Write to a file that must exist (a cgroup control file); never create one.
 fn write_existing(path: &Path, value: &str) -> io::Result<()> {
-    use std::io::Write;
-    fs::OpenOptions::new().write(true).open(path)?.write_all(value.as_bytes())
+    cgroupfs::write_file(path, value.as_bytes())
 }
 
 /// Remove what is in `dir`, not `dir` itself.
@@ -514,6 +514,7 @@ mod tests {
     use super::*;
 
     fn node_in(dir: &Path) -> Node {
+        cgleak_readers::beneath::register_fixture_root(dir);
         let h = dir.join("memory");
         fs::create_dir_all(&h).unwrap();
         Node::new(

@@ -84,7 +84,7 @@ pub fn nearest_existing(path: &Path) -> PathBuf {
 /// "tmpfs" or "ramfs" when `path` (or, while it does not exist yet, its nearest
 /// existing ancestor) is on a memory-backed filesystem, else None. Page cache there is
 /// shmem, not the page cache of a disk filesystem that pins a deleted pod's memcg
-/// until reclaim (KERNEL-FACTS section 4); the lab wants the latter.
+/// until reclaim (docs/kernel-facts.md section 4); the lab wants the latter.
 pub fn memory_backed_fs(path: &Path) -> io::Result<Option<&'static str>> {
     Ok(match fs_magic(path)? {
         TMPFS_MAGIC => Some("tmpfs"),

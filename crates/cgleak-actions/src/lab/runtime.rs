@@ -251,7 +251,7 @@ pub(crate) struct ContainerSpec<'a> {
 
 /// The workload: write `mib` MiB through the page cache (charged to the container's
 /// memcg, and still charged after the container's cgroup is deleted: that is what
-/// makes it dying, KERNEL-FACTS section 4), then sleep until killed.
+/// makes it dying, docs/kernel-facts.md section 4), then sleep until killed.
 pub(crate) fn workload_script(mib: u32) -> String {
     let sleep = "exec sleep 2147483647";
     if mib == 0 {

@@ -20,6 +20,8 @@ impl Bench {
     /// `fail_run_in`: `run` fails for containers whose cgroupsPath contains it.
     fn new(fail_run_in: Option<&str>) -> Bench {
         let dir = tempfile::tempdir().unwrap();
+        // Plain directories stand in for the hierarchies: tmpfs, not cgroupfs.
+        cgleak_readers::beneath::register_fixture_root(dir.path());
         let b = Bench { dir };
         for m in ["memory", "cpu", "unified"] {
             fs::create_dir_all(b.mount(m)).unwrap();
@@ -359,9 +361,10 @@ fn throttles_churn_near_the_cap_and_releases_kept_data() {
 
 #[test]
 fn refuses_page_cache_on_tmpfs() {
-    if !Path::new("/dev/shm").is_dir() {
-        return;
-    }
+    // The environment first: this test needs a tmpfs to put the data directory on.
+    let shm = Path::new("/dev/shm");
+    assert!(shm.is_dir(), "this test needs /dev/shm (a tmpfs) to try the lab's data directory on; it is missing here");
+    assert_eq!(rootfs::memory_backed_fs(shm).unwrap(), Some("tmpfs"), "/dev/shm is not a tmpfs here");
     let b = Bench::new(None);
     let mut opts = b.options();
     opts.data_dir = PathBuf::from(format!("/dev/shm/cgleak-lab-test-{}", std::process::id()));

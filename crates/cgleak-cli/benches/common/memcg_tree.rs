@@ -1,14 +1,14 @@
 //! A scratch kubelet-style memcg tree for benches (`cgleak-bench-<pid>/kubepods/...` under
 //! the v1 memory hierarchy), removed on drop, on panic (a panic hook: the release profile
-//! aborts) and never larger than [`MAX_BENCH_MEMCGS`] (KERNEL-FACTS.md section 7).
+//! aborts) and never larger than [`MAX_BENCH_MEMCGS`] (docs/kernel-facts.md section 7).
 #![allow(dead_code)]
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
 
+use cgleak_actions::cgroup_tree::{remove_tree_deepest_first, WhenBusy};
 use cgleak_readers::mountinfo::CgroupLayout;
 use cgleak_readers::{procfs, HostPaths};
 
@@ -133,31 +133,16 @@ impl KubeletTree {
 
 impl Drop for KubeletTree {
     fn drop(&mut self) {
-        // Children before parents; rmdir of an empty memcg never blocks on charges.
-        for p in self.created.iter().rev() {
-            let _ = fs::remove_dir(p);
-        }
         remove_tree(&self.root);
         *SCRATCH.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
-/// Remove a cgroup subtree bottom-up with rmdir only. Errors are reported.
+/// Remove a cgroup subtree with cgleak's own removal (deepest first, EBUSY waited out,
+/// rmdir only on cgroupfs). Errors are reported.
 pub fn remove_tree(root: &Path) {
-    if !root.exists() {
-        return;
-    }
-    if let Ok(rd) = fs::read_dir(root) {
-        for ent in rd.flatten() {
-            if ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_tree(&ent.path());
-            }
-        }
-    }
-    if let Err(e) = fs::remove_dir(root) {
-        if e.kind() != io::ErrorKind::NotFound {
-            eprintln!("{}: could not remove {}: {e}", label(), root.display());
-        }
+    for line in remove_tree_deepest_first(root, WhenBusy::Wait).leftover_lines() {
+        eprintln!("{}: could not remove {line}", label());
     }
 }
 

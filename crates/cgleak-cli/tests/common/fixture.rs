@@ -75,11 +75,60 @@ pub fn on_fixture(f: &Fixture, args: &[&str]) -> Run {
 pub fn normalize(v: &mut Value, root: &Path) {
     let root = root.to_str().expect("utf-8 fixture path");
     match v {
-        Value::String(s) if s.contains(root) => *s = s.replace(root, "<host-root>"),
+        Value::String(s) if s.contains(root) || has_rfc3339(s) => *s = without_times(&s.replace(root, "<host-root>")),
         Value::Array(a) => a.iter_mut().for_each(|x| normalize(x, root.as_ref())),
         Value::Object(o) => o.values_mut().for_each(|x| normalize(x, root.as_ref())),
         _ => {}
     }
+}
+
+/// Length of an RFC 3339 time at the start of `b` (`2026-12-02T17:43:05.381604+00:00`, `...Z`), if one is.
+fn rfc3339_len(b: &[u8]) -> Option<usize> {
+    let digits = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(digits(0..4) && at(4, b'-') && digits(5..7) && at(7, b'-') && digits(8..10) && at(10, b'T') && digits(11..13) && at(13, b':') && digits(14..16) && at(16, b':') && digits(17..19)) {
+        return None;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    if at(i, b'Z') {
+        return Some(i + 1);
+    }
+    if (at(i, b'+') || at(i, b'-')) && digits(i + 1..i + 3) && at(i + 3, b':') && digits(i + 4..i + 6) {
+        return Some(i + 6);
+    }
+    Some(i)
+}
+
+fn has_rfc3339(s: &str) -> bool {
+    (0..s.len()).any(|i| s.is_char_boundary(i) && rfc3339_len(&s.as_bytes()[i..]).is_some())
+}
+
+/// `s` with every RFC 3339 time replaced by `<time>`: the fixtures' log lines are written
+/// minutes before the run, so their times differ on every run.
+pub fn without_times(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        match rfc3339_len(&b[i..]) {
+            Some(n) => {
+                out.push_str("<time>");
+                i += n;
+            }
+            None => {
+                let ch = s[i..].chars().next().expect("in bounds");
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
 }
 
 pub fn snapshot_path(name: &str) -> PathBuf {
@@ -100,7 +149,7 @@ pub fn assert_snapshot(name: &str, v: &Value) {
         return;
     }
     let want = fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("snapshot {} missing ({e}); run UPDATE_SNAPSHOTS=1 cargo test -p cgleak --test fixture_snapshots, then read it against KERNEL-FACTS.md", path.display())
+        panic!("snapshot {} missing ({e}); run UPDATE_SNAPSHOTS=1 cargo test -p cgleak --test fixture_snapshots, then read it against docs/kernel-facts.md", path.display())
     });
     if want != text {
         let diff: Vec<String> = want
@@ -112,7 +161,7 @@ pub fn assert_snapshot(name: &str, v: &Value) {
             .map(|(i, (a, b))| format!("line {}:\n  snapshot: {a}\n  now:      {b}", i + 1))
             .collect();
         panic!(
-            "{} differs from the output ({} vs {} lines):\n{}\nIf the change is intended, rerun with UPDATE_SNAPSHOTS=1 and review the diff against KERNEL-FACTS.md.",
+            "{} differs from the output ({} vs {} lines):\n{}\nIf the change is intended, rerun with UPDATE_SNAPSHOTS=1 and review the diff against docs/kernel-facts.md.",
             path.display(),
             want.lines().count(),
             text.lines().count(),

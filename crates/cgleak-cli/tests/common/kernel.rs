@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use cgleak_actions::cgroup_tree::{remove_tree_deepest_first, WhenBusy};
+use cgleak_actions::cgroup_tree::{remove_tree_deepest_first, TreeRemoval, WhenBusy};
 
 /// The census is host-wide: tests of one binary that change or count memcgs run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -158,8 +158,8 @@ pub fn find_program(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
 }
 
 /// A scratch parent `cgleak-test-<pid>-<what>` in the hierarchies. On drop, in every
-/// mounted hierarchy: the processes in its subtree are killed (only a test puts them
-/// there) and its directories are removed, deepest first.
+/// mounted hierarchy its directories are removed, deepest first, the processes of a busy
+/// one killed (only a test puts them there).
 pub struct ScratchCgroup {
     pub name: String,
     /// Where the test made it (the memory hierarchy), if it made it.
@@ -228,8 +228,7 @@ impl Drop for ScratchCgroup {
     fn drop(&mut self) {
         for top in &self.hierarchies {
             if top.exists() {
-                kill_tree(top);
-                remove_tree(top);
+                kill_and_remove_tree(top);
             }
         }
     }
@@ -252,42 +251,20 @@ pub fn cgroup_dirs(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn procs_in(dir: &Path) -> Vec<i32> {
-    cgroup_dirs(dir)
-        .iter()
-        .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-        .flat_map(|s| {
-            s.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect()
-}
-
-/// SIGKILL every process in the subtree (all started by the test) until it is empty.
-fn kill_tree(dir: &Path) {
-    for _ in 0..100 {
-        let pids = procs_in(dir);
-        if pids.is_empty() {
-            return;
-        }
-        for pid in pids {
-            // SAFETY: kill(2) on a pid read from our own scratch cgroup.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        sleep(Duration::from_millis(50));
-    }
-    eprintln!(
-        "cleanup: processes still in {} after 5 s: {:?}",
-        dir.display(),
-        procs_in(dir)
-    );
-}
-
 /// rmdir a cgroup subtree deepest first, waiting while an exiting task keeps one busy.
 pub fn remove_tree(dir: &Path) {
-    for (d, e) in remove_tree_deepest_first(dir, WhenBusy::Wait).leftover {
-        eprintln!("cleanup: rmdir {}: {e}", d.display());
+    report_leftovers(&remove_tree_deepest_first(dir, WhenBusy::Wait));
+}
+
+/// rmdir a cgroup subtree deepest first, SIGKILLing the processes of a cgroup that is busy
+/// (only a test puts processes under its scratch parent).
+pub fn kill_and_remove_tree(dir: &Path) {
+    report_leftovers(&remove_tree_deepest_first(dir, WhenBusy::KillTasks));
+}
+
+fn report_leftovers(r: &TreeRemoval) {
+    for line in r.leftover_lines() {
+        eprintln!("cleanup: rmdir {line}");
     }
 }
 
@@ -473,7 +450,7 @@ fn preallocated(file: &Path, bytes: u64) -> fs::File {
 }
 
 /// Reclaim every page charged to `cg`'s subtree, dying children included: v1
-/// `memory.force_empty` on a live cgroup without tasks (KERNEL-FACTS section 4).
+/// `memory.force_empty` on a live cgroup without tasks (docs/kernel-facts.md section 4).
 pub fn force_empty(cg: &Path) {
     let f = cg.join("memory.force_empty");
     fs::write(&f, "0").unwrap_or_else(|e| panic!("write 0 to {}: {e}", f.display()));

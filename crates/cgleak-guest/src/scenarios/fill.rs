@@ -13,11 +13,11 @@ use crate::report::Outcome;
 use crate::scenarios::State;
 use crate::{Ctx, Env};
 
-const LIMIT: u64 = 65535;
+pub(super) const LIMIT: u64 = 65535;
 /// 95% of the limit, rounded up: the near-limit target, root included.
 const NEAR: u64 = (LIMIT * 95).div_ceil(100);
 
-fn scratch<'a>(ctx: &Ctx, state: &'a mut State) -> Result<&'a Scratch> {
+pub(super) fn scratch<'a>(ctx: &Ctx, state: &'a mut State) -> Result<&'a Scratch> {
     if ctx.env != Env::Guest {
         bail!("filling the memcg ID space is for guests only");
     }
@@ -31,7 +31,7 @@ fn scratch<'a>(ctx: &Ctx, state: &'a mut State) -> Result<&'a Scratch> {
 }
 
 /// mkdir flat children until `stop(created)` or a mkdir fails; Err is the failure.
-fn fill(ctx: &Ctx, state: &mut State, count: Option<u64>) -> Result<(u64, Option<io::Error>)> {
+pub(super) fn fill(ctx: &Ctx, state: &mut State, count: Option<u64>) -> Result<(u64, Option<io::Error>)> {
     let parent = scratch(ctx, state)?.path.clone();
     let mut made = 0u64;
     loop {
@@ -51,7 +51,7 @@ fn fill(ctx: &Ctx, state: &mut State, count: Option<u64>) -> Result<(u64, Option
     }
 }
 
-fn timed<T>(o: &mut Outcome, key: &str, f: impl FnOnce() -> T) -> T {
+pub(super) fn timed<T>(o: &mut Outcome, key: &str, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
     let r = f();
     o.measure(key, (t.elapsed().as_secs_f64() * 10.0).round() / 10.0);
@@ -103,7 +103,7 @@ pub fn exhaustion(ctx: &Ctx, state: &mut State, o: &mut Outcome) -> Result<()> {
     o.measure("memcgs_when_full", total);
     o.eq("memcgs when mkdir fails (root included)", LIMIT, total);
     if let Some(want) = &ctx.expect_errno {
-        o.eq("mkdir errno == KERNEL-FACTS.md §1", want.clone(), errno.clone());
+        o.eq("mkdir errno == docs/kernel-facts.md §1", want.clone(), errno.clone());
     }
     // Still full: a second mkdir fails the same way.
     let again = std::fs::create_dir(ctx.mem_root.join(format!("cgleak-test-{}-again", std::process::id())));

@@ -4,14 +4,28 @@
 //!
 //! # The literals (prefilter)
 //! Every signature contains one of these, searched with one SIMD (Teddy) automaton:
-//! - `eft on device` / `llocate memory` / `resource busy`: the tails of the strerror text
+//! - `eft on devic` / `llocate memor` / `resource bus`: the tails of the strerror text
 //!   of ENOSPC ("no space left on device"), ENOMEM ("cannot allocate memory") and EBUSY
-//!   ("device or resource busy"). Tails, because their first bytes are rare in ordinary
-//!   logs (Teddy matches on the first three bytes: "no space" would stop at every
-//!   "namespace"), and because the head's case differs: Go prints "no space left on
-//!   device", libc (mkdir(1), lxc, systemd, crun) "No space left on device". The head is
-//!   then checked, ignoring ASCII case.
-//! - `SLUB: Unable`: the kernel's slab failure header `SLUB: Unable to allocate memory on node`.
+//!   ("device or resource busy") but their last letter. Tails, because their first bytes
+//!   are rare in ordinary logs (Teddy matches on the first three bytes: "no space" would
+//!   stop at every "namespace"), and because the head's case differs: Go prints "no space
+//!   left on device", libc (mkdir(1), lxc, systemd, crun) "No space left on device". The
+//!   head is then checked, ignoring ASCII case. Without the last letter, because log
+//!   shippers and line limits cut messages: `... no space left on devic` at the end of a
+//!   line (or before `...` / `…`) is the same errno.
+//! - `SLUB`, `, object size`, `slab`: the kernel's slab failure record (mm/slub.c
+//!   slab_out_of_memory): its header `SLUB: Unable to allocate memory on node`, its
+//!   continuation lines `  cache: <name>, object size: ...` and `  node <n>: slabs: ...`,
+//!   and the rate limiter's `slab_out_of_memory: N callbacks suppressed`. Each of them is
+//!   looked for on its own, because the header can be outside the lines read (a window, a
+//!   rotated file) or dropped by a rate limit.
+//! - `inotify`: inotify limits that name no cgroup path (`inotify_init: too many open
+//!   files`, `tail: inotify resources exhausted`).
+//!
+//! Colons: some pipelines (localized or CJK-normalized) write the full-width colon U+FF1A
+//! `：` for `:`. Wherever a colon separates a function, a path or a field from what follows
+//! (`<path>：no space left on device`, `SLUB：Unable`, `cache：`, `inotify_init：`), either
+//! colon is accepted, with or without a space after it.
 //!
 //! # memcg_create_failed: errno text after the creation of a memory cgroup
 //! The errno must end a clause `<verb> <path>: <errno>` (Go `os.PathError`, mkdir(1),
@@ -55,44 +69,113 @@
 //! - systemd `Failed to start ...` unit errors carry no `<verb> <path>: <errno>` clause.
 //!
 //! # inotify_exhausted
-//! `inotify_add_watch <path>: no space left on device` where `<path>` is under a cgroup
-//! mount (any controller): cAdvisor (kubelet) watches every cgroup directory, so leaking
-//! cgroups use up `fs.inotify.max_user_watches`. Only ENOSPC (the watch limit); inotify on
-//! other paths (`/var/log/...`, fluent-bit, pyinotify) is not about cgroups.
+//! - `inotify_add_watch <path>: no space left on device` where `<path>` is under a cgroup
+//!   mount (any controller): cAdvisor (kubelet) watches every cgroup directory, so leaking
+//!   cgroups use up `fs.inotify.max_user_watches`. Only ENOSPC (the watch limit); inotify on
+//!   other paths (`/var/log/...`, fluent-bit, pyinotify) is not about cgroups.
+//! - systemd (src/core/cgroup.c): `Failed to add [control |memory ]inotify watch descriptor
+//!   for control group <path>: No space left on device`, `<path>` relative to the hierarchy
+//!   (`/kubepods.slice/...`): the same watch limit, hit on a cgroup directory.
+//! - `inotify_init: too many open files` (Go's syscall error from cAdvisor, in the kubelet
+//!   or standalone): the kubelet cannot watch the cgroup tree at all
+//!   (`fs.inotify.max_user_instances`). Its errno is EMFILE, which is none of the three: the
+//!   incident's errno is null. fsnotify's bare `too many open files`, tail's `inotify cannot
+//!   be used, reverting to polling` and any other `too many open files` are not counted.
+//! - coreutils `tail: inotify resources exhausted` (tail's words for inotify_add_watch
+//!   ENOSPC): the node's watch limit is used up; it names no path, and on a Kubernetes
+//!   node the watches are mostly cAdvisor's on cgroup directories (kubernetes#10421). No
+//!   errno is printed: null.
 //!
 //! # slab_alloc_failed
 //! `SLUB: Unable to allocate memory on node <n>` (either the 3.10 `(gfp=0x20)` or the newer
 //! `, gfp=0x...(...)` wording), joined with the kernel's continuation lines
-//! `  cache: <name>(<id>:<cgroup>), object size: ...` and `  node <n>: slabs: ...`. A per-memcg
-//! cache name (`kmalloc-1024(1793:<cgroup>)`) means kmem accounting of that memcg failed
-//! (per-memcg caches exist on 3.10 .. 5.8, facts §2); a root cache name
-//! (`cache: xfrm_dst_cache, object size`) is global slab pressure and is dropped. With no
-//! cache line at all (source lost it), the header alone is kept.
+//! `  cache: <name>(<id>:<cgroup>), object size: ...`, `  <name> debugging increased min
+//! order ...` and `  node <n>: slabs: ...`, in that order (a line out of that order starts
+//! a new record). A per-memcg cache name (`kmalloc-1024(1793:<cgroup>)`) means kmem
+//! accounting of that memcg failed (per-memcg caches exist on 3.10 .. 5.8, facts §2); a root
+//! cache name (`cache: xfrm_dst_cache, object size`) is global slab pressure and the record
+//! is dropped. With no cache line at all (the source lost it), what is there is kept.
+//! - A record whose header was not read (the lines before a `--since` window or a rotated
+//!   file, or a header dropped by journald's or rsyslog's rate limit) starts at its first
+//!   line read: a lone `cache:` line (kept only for a per-memcg cache) or a lone `node <n>:
+//!   slabs:` line (cache unknown: kept, like a header whose cache line was lost).
+//! - The rate limiter's line before a record, `slab_out_of_memory: N callbacks suppressed`
+//!   (4.x+ slub_oom_rs), `___slab_alloc: N callbacks suppressed` / `__slab_alloc: ...`
+//!   (printk_ratelimit in the caller, 3.10 .. 4.x), says N more records were not printed.
+//!   It is an incident of its own, judged by the record printed right after it (the same
+//!   call): kept with a per-memcg record, dropped with a root cache's (the same limiter
+//!   also hides global pressure: GFP_ATOMIC skbuff or iommu caches), kept when no record
+//!   follows in the lines read. Other functions' `callbacks suppressed` are not counted.
 
 use memchr::memmem;
 
 use crate::era::Errno;
 
-/// Literals of the prefilter, in automaton pattern order (measured: 2.2 GB/s line by
-/// line and 13 GB/s over a buffer of kubelet and containerd lines; the whole strerror
-/// texts as literals gave 0.55 and 0.7 GB/s).
-pub(crate) const PREFILTER: [&str; 4] = ["eft on device", "llocate memory", "resource busy", "SLUB: Unable"];
+/// Literals of the prefilter, in automaton pattern order (measured with the first four:
+/// 2.2 GB/s line by line and 13 GB/s over a buffer of kubelet and containerd lines; the
+/// whole strerror texts as literals gave 0.55 and 0.7 GB/s). Seven cost what four did
+/// (10.7 GB/s either way on one core of the 2-CPU 6.18 host, measured for issue 12): Teddy
+/// gives each literal a bucket of its own (8) and fingerprints the first 4 bytes of each.
+/// Public for the logs_vs_rg benchmark, which gives ripgrep these same literals.
+pub const PREFILTER: [&str; 7] = ["eft on devic", "llocate memor", "resource bus", "SLUB", ", object size", "slab", "inotify"];
 
-/// Pattern index of the SLUB header in [`PREFILTER`].
-pub(crate) const SLUB_PATTERN: usize = 3;
+/// Pattern indexes of the SLUB record's literals in [`PREFILTER`]: header, `cache:` line,
+/// `node N: slabs:` and rate-limit lines.
+pub(crate) const SLUB_PATTERNS: [usize; 3] = [3, 4, 5];
 
-/// The rest of the SLUB header, checked after the literal.
-pub(crate) const SLUB_REST: &[u8] = b" to allocate memory on node";
+/// Pattern index of `inotify` in [`PREFILTER`].
+pub(crate) const INOTIFY_PATTERN: usize = 6;
 
-/// The errno of a prefilter pattern, and the head of its strerror text that must stand
-/// right before the literal (compared ignoring ASCII case).
-pub(crate) fn errno_of_pattern(p: usize) -> Option<(Errno, &'static [u8])> {
+/// The errno of a prefilter pattern, the head of its strerror text that must stand right
+/// before the literal (compared ignoring ASCII case), and the last letter after it.
+pub(crate) fn errno_of_pattern(p: usize) -> Option<(Errno, &'static [u8], u8)> {
     match p {
-        0 => Some((Errno::ENOSPC, b"no space l")),
-        1 => Some((Errno::ENOMEM, b"cannot a")),
-        2 => Some((Errno::EBUSY, b"device or ")),
+        0 => Some((Errno::ENOSPC, b"no space l", b'e')),
+        1 => Some((Errno::ENOMEM, b"cannot a", b'y')),
+        2 => Some((Errno::EBUSY, b"device or ", b'y')),
         _ => None,
     }
+}
+
+/// Where the errno text whose literal ends at `lit_end` ends: after its last letter, or at
+/// `lit_end` when the line was cut there (nothing but blanks, quotes or a `...` / `…` marker
+/// after it). None: another word ("devices", "memorial").
+pub(crate) fn errno_text_end(t: &[u8], lit_end: usize, last: u8) -> Option<usize> {
+    let rest = &t[lit_end..];
+    match rest.first() {
+        Some(c) if c.eq_ignore_ascii_case(&last) => Some(lit_end + 1),
+        _ => {
+            let r = rest.trim_ascii_start();
+            let r = r.strip_prefix(b"...").or_else(|| r.strip_prefix("…".as_bytes())).unwrap_or(r);
+            r.iter().all(|c| c.is_ascii_whitespace() || matches!(c, b'"' | b'\\' | b'\'' | b'`')).then_some(lit_end)
+        }
+    }
+}
+
+/// Bytes of the colon that ends `t` with the blanks after it: `": "`, `":"`, `"："`, `"： "`.
+fn colon_before(t: &[u8]) -> Option<usize> {
+    let blanks = t.len() - t.trim_ascii_end().len();
+    let head = &t[..t.len() - blanks];
+    if head.ends_with(b":") {
+        Some(1 + blanks)
+    } else if head.ends_with(FULLWIDTH_COLON) {
+        Some(FULLWIDTH_COLON.len() + blanks)
+    } else {
+        None
+    }
+}
+
+/// U+FF1A FULLWIDTH COLON in UTF-8.
+const FULLWIDTH_COLON: &[u8] = "：".as_bytes();
+
+/// `t` after a leading colon (ASCII or full-width) and the blanks after it.
+pub(crate) fn strip_colon(t: &[u8]) -> Option<&[u8]> {
+    let r = t.strip_prefix(b":").or_else(|| t.strip_prefix(FULLWIDTH_COLON))?;
+    Some(r.trim_ascii_start())
+}
+
+fn starts_with_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.len() >= needle.len() && hay[..needle.len()].eq_ignore_ascii_case(needle)
 }
 
 /// What one errno occurrence in a line means.
@@ -140,6 +223,7 @@ fn ends_with_ci(hay: &[u8], needle: &[u8]) -> bool {
 enum Verb {
     Create,
     Watch,
+    WatchCgroup,
     Other,
 }
 
@@ -169,6 +253,10 @@ fn verb_before(text: &[u8], subj_start: usize) -> Verb {
     }
     if ends_with_ci(pre, b"inotify_add_watch") {
         return Verb::Watch;
+    }
+    // systemd src/core/cgroup.c: "Failed to add [control |memory ]inotify watch descriptor for control group %s: %m".
+    if ends_with_ci(pre, b"inotify watch descriptor for control group") {
+        return Verb::WatchCgroup;
     }
     Verb::Other
 }
@@ -258,11 +346,11 @@ pub(crate) fn classify<'a>(text: &'a [u8], e: usize, e_end: usize, errno: Errno)
         // Anything else after " - " ("Device or resource busy - cgroup_rmdir: failed to
         // delete ...") is judged by the "<verb> <path>: <errno>" form below, like any line.
     }
-    // "<verb> <path>: <errno>"
-    if e < 2 || &text[e - 2..e] != b": " {
+    // "<verb> <path>: <errno>" (or a full-width colon)
+    let Some(sep) = colon_before(&text[e.saturating_sub(8)..e]) else {
         return Signature::NotMemcg;
-    }
-    let end = e - 2;
+    };
+    let end = e - sep;
     let floor = end.saturating_sub(MAX_PATH);
     let start = text[floor..end].iter().rposition(|c| is_space(*c)).map_or(floor, |i| floor + i + 1);
     if start == floor && floor > 0 {
@@ -276,6 +364,8 @@ pub(crate) fn classify<'a>(text: &'a [u8], e: usize, e_end: usize, errno: Errno)
         Verb::Watch if has_slash && errno == Errno::ENOSPC && is_cgroupfs_path(subject) => {
             Signature::InotifyCgroup(subject)
         }
+        // systemd names the cgroup relative to the hierarchy ("/" for the root).
+        Verb::WatchCgroup if subject.starts_with(b"/") && errno == Errno::ENOSPC => Signature::InotifyCgroup(subject),
         Verb::Other if subject.is_empty() && kubelet_pod_cgroup_context(text) => Signature::MemcgCreate(None),
         _ => Signature::NotMemcg,
     }
@@ -289,22 +379,43 @@ fn is_hex(c: u8) -> bool {
     c.is_ascii_hexdigit()
 }
 
-/// A pod UID at `t[at..]`: 8-4-4-4-12 hex with `-` (cgroupfs) or `_` (systemd slice names),
-/// or 32 hex (static pods' config hash). Returned with dashes, and its length in the text.
+/// A pod UID at `t[at..]`: 8-4-4-4-12 hex with `-` (cgroupfs) or `_` (systemd slice names)
+/// or systemd's escape of `-` in a unit name, `\x2d` (also doubled, `\\x2d`, inside quoted
+/// strings), or 32 hex (static pods' config hash). Returned with dashes, and its length in
+/// the text.
 fn uid_at(t: &[u8], at: usize) -> Option<(String, usize)> {
     let s = t.get(at..)?;
     let boundary = |n: usize| s.get(n).is_none_or(|c| !c.is_ascii_alphanumeric());
-    if s.len() >= 36 && boundary(36) {
-        let sep = s[8];
-        let ok = (sep == b'-' || sep == b'_')
-            && s[..36]
-                .iter()
-                .enumerate()
-                .all(|(i, &c)| if matches!(i, 8 | 13 | 18 | 23) { c == sep } else { is_hex(c) });
-        if ok {
-            let uid: String =
-                s[..36].iter().map(|&c| if c == b'_' { '-' } else { c.to_ascii_lowercase() as char }).collect();
-            return Some((uid, 36));
+    let hex_run = |from: usize, n: usize| s.get(from..from + n).is_some_and(|g| g.iter().all(|c| is_hex(*c)));
+    if hex_run(0, 8) {
+        let rest = &s[8..];
+        let sep: &[u8] = match rest.first() {
+            Some(b'-') => b"-",
+            Some(b'_') => b"_",
+            _ if rest.starts_with(br"\x2d") => br"\x2d",
+            _ if rest.starts_with(br"\\x2d") => br"\\x2d",
+            _ => b"",
+        };
+        if !sep.is_empty() {
+            let mut uid = String::with_capacity(36);
+            let mut pos = 0;
+            let mut ok = true;
+            for (k, n) in [8usize, 4, 4, 4, 12].into_iter().enumerate() {
+                if k > 0 {
+                    ok &= s.get(pos..).is_some_and(|r| r.starts_with(sep));
+                    pos += sep.len();
+                    uid.push('-');
+                }
+                ok &= hex_run(pos, n);
+                if !ok {
+                    break;
+                }
+                uid.extend(s[pos..pos + n].iter().map(|c| c.to_ascii_lowercase() as char));
+                pos += n;
+            }
+            if ok && boundary(pos) {
+                return Some((uid, pos));
+            }
         }
     }
     if s.len() >= 32 && boundary(32) && s[..32].iter().all(|c| is_hex(*c)) {
@@ -330,6 +441,9 @@ pub(crate) fn pod_uid(path: Option<&[u8]>, text: &[u8]) -> Option<String> {
     for key in [
         &b"podUID=\""[..],
         b"podUID=",
+        // The pod's directory, as a path or as a systemd mount unit name.
+        b"/kubelet/pods/",
+        b"-kubelet-pods-",
         b"pod_uid=\"",
         b"pod_uid=",
         b"\"podUID\":\"",
@@ -395,12 +509,76 @@ pub(crate) fn slab_cache_cgroup(after_cache: &[u8]) -> (bool, Option<&[u8]>) {
     // The memcg part is the last "(<digits>:" group.
     let Some(open) = memmem::rfind(name, b"(") else { return (false, None) };
     let inner = &name[open + 1..];
-    let Some(colon) = memchr::memchr(b':', inner) else { return (false, None) };
-    if colon == 0 || !inner[..colon].iter().all(|c| c.is_ascii_digit()) {
-        return (false, None);
-    }
-    let cg = &inner[colon + 1..];
+    let digits = inner.iter().take_while(|c| c.is_ascii_digit()).count();
+    let Some(cg) = (digits > 0).then(|| strip_colon(&inner[digits..])).flatten() else { return (false, None) };
     (true, (!cg.is_empty()).then_some(cg))
+}
+
+/// One line of the kernel's slab failure record (mm/slub.c slab_out_of_memory), in the
+/// order the kernel prints them: a line continues a record only after a line of an
+/// earlier kind (`node` lines also after each other); a min-order line is taken into any
+/// record and changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum SlubLine {
+    /// `slab_out_of_memory: N callbacks suppressed` (slub_oom_rs, 4.x+), `___slab_alloc:` /
+    /// `__slab_alloc:` (printk_ratelimit() in the caller, 3.10 .. 4.x): printed by the call
+    /// whose record follows.
+    Suppressed,
+    /// `SLUB: Unable to allocate memory on node <n> ...`
+    Header,
+    /// `  cache: <name>, object size: ...`
+    Cache,
+    /// `  <name> debugging increased min order, use slub_debug=O to disable.`
+    MinOrder,
+    /// `  node <n>: slabs: ..., objs: ..., free: ...`
+    Node,
+}
+
+/// Does a line of kind `next` continue a record whose last line (min-order lines aside)
+/// was of kind `last`?
+pub(crate) fn continues(last: SlubLine, next: SlubLine) -> bool {
+    next > last || (next == SlubLine::Node && last == SlubLine::Node)
+}
+
+/// The SLUB record line `t` is, if any; `body` is its kernel text (`text::kernel_body`).
+pub(crate) fn slub_line(t: &[u8], body: &[u8]) -> Option<SlubLine> {
+    // The header anywhere in the line (grep output, wrappers), as before the body was read.
+    for i in memmem::find_iter(t, b"SLUB").take(4) {
+        if strip_colon(&t[i + 4..]).is_some_and(|r| r.starts_with(b"Unable to allocate memory on node")) {
+            return Some(SlubLine::Header);
+        }
+    }
+    if let Some(after) = body.strip_prefix(b"cache").and_then(strip_colon) {
+        return memmem::find(after, b", object size").is_some().then_some(SlubLine::Cache);
+    }
+    if let Some(after) = body.strip_prefix(b"node ") {
+        let n = after.iter().take_while(|c| c.is_ascii_digit()).count();
+        let slabs = strip_colon(&after[n..]).and_then(|r| r.strip_prefix(b"slabs")).and_then(strip_colon);
+        return (n > 0 && slabs.is_some()).then_some(SlubLine::Node);
+    }
+    for func in [&b"slab_out_of_memory"[..], b"___slab_alloc", b"__slab_alloc"] {
+        if let Some(r) = body.strip_prefix(func).and_then(strip_colon) {
+            let n = r.iter().take_while(|c| c.is_ascii_digit()).count();
+            return (n > 0 && r[n..].starts_with(b" callbacks suppressed")).then_some(SlubLine::Suppressed);
+        }
+    }
+    (memmem::find(body, b" debugging increased min order").is_some()).then_some(SlubLine::MinOrder)
+}
+
+/// Is the `inotify` at `t[at..]` an inotify limit that names no path: `inotify_init: too
+/// many open files` (cAdvisor) or `tail: inotify resources exhausted`? (module doc)
+pub(crate) fn inotify_limit(t: &[u8], at: usize) -> bool {
+    let rest = &t[at + b"inotify".len()..];
+    if let Some(r) = rest.strip_prefix(b"_init") {
+        let r = r.strip_prefix(b"1").unwrap_or(r);
+        return strip_colon(r).is_some_and(|r| starts_with_ci(r, b"too many open files"));
+    }
+    let before = |n: usize| &t[..at - n];
+    rest.starts_with(b" resources exhausted")
+        && colon_before(&t[at.saturating_sub(8)..at]).is_some_and(|n| {
+            let b = before(n);
+            b.ends_with(b"tail") && b.len().checked_sub(5).is_none_or(|i| !b[i].is_ascii_alphanumeric())
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -423,6 +601,7 @@ pub(crate) fn component_of_name(name: &[u8]) -> Option<&'static str> {
         b"systemd" => "systemd",
         b"lxc" | b"lxd" => "lxc",
         b"mkdir" => "mkdir",
+        b"tail" => "tail",
         _ => return None,
     })
 }
@@ -463,7 +642,7 @@ pub(crate) fn component_of_text(text: &[u8], msg: &[u8], klog: bool) -> Option<&
     if has(b"containerd task") || has(b"RunPodSandbox for") || has(b"io.containerd") {
         return Some("containerd");
     }
-    if has(b"crun:") || has(b"creating cgroup directory `") {
+    if has(b"crun:") || has("crun：".as_bytes()) || has(b"creating cgroup directory `") {
         return Some("crun");
     }
     if has(b"runc create failed") || has(b"container_linux.go") || has(b"process_linux.go") || has(b"runc") {
@@ -472,8 +651,14 @@ pub(crate) fn component_of_text(text: &[u8], msg: &[u8], klog: bool) -> Option<&
     if has(b"Failed to create cgroup ") {
         return Some("systemd");
     }
-    if has(b"mkdir: cannot create directory") {
+    if has(b"mkdir: cannot create directory") || has("mkdir：cannot create directory".as_bytes()) {
         return Some("mkdir");
+    }
+    if msg.starts_with(b"tail: ") || msg.starts_with("tail：".as_bytes()) {
+        return Some("tail"); // coreutils tail -f on a log
+    }
+    if has(b"inotify watch descriptor for control group") {
+        return Some("systemd");
     }
     None
 }
@@ -486,11 +671,75 @@ mod tests {
         let t = line.as_bytes();
         for (p, lit) in PREFILTER.iter().enumerate().take(3) {
             if let Some(i) = memmem::find(t, lit.as_bytes()) {
-                let (errno, head) = errno_of_pattern(p).unwrap();
-                return classify(t, i - head.len(), i + lit.len(), errno);
+                let (errno, head, last) = errno_of_pattern(p).unwrap();
+                let Some(end) = errno_text_end(t, i + lit.len(), last) else { return Signature::NotMemcg };
+                return classify(t, i - head.len(), end, errno);
             }
         }
         Signature::NotMemcg
+    }
+
+    #[test]
+    fn cut_and_full_width_errno_texts() {
+        assert_eq!(
+            sig("mkdir /sys/fs/cgroup/memory/kubepods/x: no space left on devic"),
+            Signature::MemcgCreate(Some(&b"/sys/fs/cgroup/memory/kubepods/x"[..]))
+        );
+        assert_eq!(
+            sig("mkdir /sys/fs/cgroup/memory/kubepods/x: cannot allocate memor..."),
+            Signature::MemcgCreate(Some(&b"/sys/fs/cgroup/memory/kubepods/x"[..]))
+        );
+        assert_eq!(sig("mkdir /sys/fs/cgroup/memory/kubepods/x: no space left on devicx"), Signature::NotMemcg);
+        assert_eq!(sig("mkdir /sys/fs/cgroup/memory/kubepods/x: no space left on devic, retrying"), Signature::NotMemcg);
+        assert_eq!(
+            sig("mkdir /sys/fs/cgroup/memory/kubepods/x：no space left on device"),
+            Signature::MemcgCreate(Some(&b"/sys/fs/cgroup/memory/kubepods/x"[..]))
+        );
+        assert_eq!(
+            sig("mkdir /sys/fs/cgroup/memory/kubepods/x： no space left on device"),
+            Signature::MemcgCreate(Some(&b"/sys/fs/cgroup/memory/kubepods/x"[..]))
+        );
+        assert_eq!(
+            sig("x: Failed to add control inotify watch descriptor for control group /kubepods.slice/a.slice: No space left on device"),
+            Signature::InotifyCgroup(&b"/kubepods.slice/a.slice"[..])
+        );
+        assert_eq!(
+            sig("x: Failed to add memory inotify watch descriptor for control group /kubepods.slice/a.slice: Cannot allocate memory"),
+            Signature::NotMemcg
+        );
+    }
+
+    #[test]
+    fn slub_lines_and_their_order() {
+        let kind = |t: &str| slub_line(t.as_bytes(), crate::incidents::text::kernel_body(crate::incidents::text::envelope(t.as_bytes()).msg));
+        assert_eq!(kind("[1.0] SLUB: Unable to allocate memory on node -1 (gfp=0x20)"), Some(SlubLine::Header));
+        assert_eq!(kind("SLUB：Unable to allocate memory on node -1, gfp=0x820(GFP_ATOMIC)"), Some(SlubLine::Header));
+        assert_eq!(kind("[Thu May 14 10:00:00 2020]   cache: kmalloc-64(12:x), object size: 64, buffer size: 64"), Some(SlubLine::Cache));
+        assert_eq!(kind("May 14 10:00:00 h kernel: cache：kmalloc-64(12：x), object size：64"), Some(SlubLine::Cache));
+        assert_eq!(kind("[1.0]   node 1: slabs: 2, objs: 3, free: 0"), Some(SlubLine::Node));
+        assert_eq!(kind("[1.0] slab_out_of_memory: 53 callbacks suppressed"), Some(SlubLine::Suppressed));
+        assert_eq!(kind("[1.0] ___slab_alloc: 7 callbacks suppressed"), Some(SlubLine::Suppressed));
+        assert_eq!(kind("[1.0] net_ratelimit: 650 callbacks suppressed"), None);
+        assert_eq!(kind("[1.0]   kmalloc-64 debugging increased min order, use slub_debug=O to disable."), Some(SlubLine::MinOrder));
+        assert_eq!(kind("[1.0] Mem-Info: slab_reclaimable:1234 slab_unreclaimable:5678"), None);
+        assert_eq!(kind("[1.0]   cache: kmalloc-64(12:x)"), None, "a cache line names its object size");
+        use SlubLine::*;
+        assert!(continues(Suppressed, Header) && continues(Header, Cache) && continues(Cache, Node) && continues(Node, Node));
+        assert!(continues(Suppressed, Cache) && continues(Header, Node));
+        assert!(!continues(Cache, Cache) && !continues(Node, Cache) && !continues(Header, Header) && !continues(Node, Suppressed));
+    }
+
+    #[test]
+    fn inotify_limits_without_a_path() {
+        let at = |t: &str| inotify_limit(t.as_bytes(), t.find("inotify").unwrap());
+        assert!(at("F0110 21:30:25.764493   42304 kubelet.go:1230] Failed to start cAdvisor inotify_init: too many open files"));
+        assert!(at("inotify_init：too many open files"));
+        assert!(at("tail: inotify resources exhausted"));
+        assert!(at("tail：inotify resources exhausted"));
+        assert!(!at("tail: inotify cannot be used, reverting to polling"));
+        assert!(!at("cocktail: inotify resources exhausted"));
+        assert!(!at("inotify_add_watch /var/log/x: too many open files"));
+        assert!(!at("failed to create inotify watcher: too many open files"));
     }
 
     #[test]
@@ -564,6 +813,20 @@ mod tests {
             "7f8667b0aa2fc59394329cc63d147fc3"
         );
         assert_eq!(pod_uid(None, b"request id=035832fc-ced3-4ad5-93b4-0cd6f67c68c5"), None);
+        // systemd's escape of '-' in unit names, plain and inside a quoted string.
+        assert_eq!(
+            pod_uid(Some(br"/kubepods.slice/kubepods-burstable-pod0f6b3c2e\x2d8a1d\x2d4f5e\x2d9c7b\x2d2d4e6f8a0b1c.slice"), b"").unwrap(),
+            "0f6b3c2e-8a1d-4f5e-9c7b-2d4e6f8a0b1c"
+        );
+        assert_eq!(
+            pod_uid(None, br#"msg="kubepods-pod0F6B3C2E\\x2d8a1d\\x2d4f5e\\x2d9c7b\\x2d2d4e6f8a0b1c.slice""#).unwrap(),
+            "0f6b3c2e-8a1d-4f5e-9c7b-2d4e6f8a0b1c"
+        );
+        assert_eq!(pod_uid(None, br"pod0f6b3c2e\x2d8a1d\x2d4f5e\x2d9c7b-2d4e6f8a0b1c.slice"), None, "one separator throughout");
+        assert_eq!(
+            pod_uid(None, br"system.slice/var-lib-kubelet-pods-0d8917fd\x2dda6a\x2d11e7\x2da35d\x2d525400f0cb63-volumes-x.mount").unwrap(),
+            "0d8917fd-da6a-11e7-a35d-525400f0cb63"
+        );
     }
 
     #[test]
@@ -571,5 +834,7 @@ mod tests {
         assert_eq!(slab_cache_cgroup(b"kmalloc-1024(1793:c8ed), object size: 1024"), (true, Some(&b"c8ed"[..])));
         assert_eq!(slab_cache_cgroup(b"xfrm_dst_cache, object size: 448"), (false, None));
         assert_eq!(slab_cache_cgroup(b"page->ptl, object size: 72"), (false, None));
+        assert_eq!(slab_cache_cgroup("kmalloc-64(12：pod1), object size：64".as_bytes()), (true, Some(&b"pod1"[..])));
+        assert_eq!(slab_cache_cgroup(b"kmalloc-64(:x), object size: 64"), (false, None));
     }
 }

@@ -20,6 +20,8 @@ pub(crate) struct Envelope<'a> {
     pub tag: Option<&'a [u8]>,
     /// The program's message (the whole line when there is no prefix).
     pub msg: &'a [u8],
+    /// A container's output in the CRI log format (`<time> stdout|stderr F|P <msg>`).
+    pub cri: bool,
 }
 
 /// A time read from the line's prefix, formatted only when an incident is built.
@@ -175,14 +177,101 @@ fn tag_name(tok: &[u8]) -> Option<&[u8]> {
     name.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/' | b'@')).then_some(name)
 }
 
+/// The syslog tag a message starts with (`systemd[1]: ...`), as user space writes records
+/// to /dev/kmsg.
+pub(crate) fn leading_tag(msg: &[u8]) -> Option<&[u8]> {
+    tag_name(next_token(msg, 0).0)
+}
+
 fn next_token(t: &[u8], at: usize) -> (&[u8], usize) {
     let rest = t.get(at..).unwrap_or(&[]);
     let n = rest.iter().position(|c| *c == b' ' || *c == b'\t').unwrap_or(rest.len());
     (&rest[..n], at + n)
 }
 
-/// Split `text` into its envelope. Lines without a known prefix are all message.
+/// `<PRI>` at the start of a line (syslog priority, 1-3 digits): the bytes it takes.
+fn pri_len(t: &[u8]) -> Option<usize> {
+    if t.first() != Some(&b'<') {
+        return None;
+    }
+    let n = digit_run(t, 1);
+    ((1..=3).contains(&n) && t.get(1 + n) == Some(&b'>')).then_some(n + 2)
+}
+
+/// An RFC 5424 line after its `<PRI>`: `1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG`,
+/// `-` for a field left out, structured data `-` or `[..]` elements.
+fn rfc5424(text: &[u8], at: usize) -> Option<Envelope<'_>> {
+    if text.get(at..at + 2) != Some(&b"1 "[..]) {
+        return None;
+    }
+    let mut i = at + 2;
+    let mut fields: [&[u8]; 5] = [&[]; 5];
+    for f in fields.iter_mut() {
+        let (tok, end) = next_token(text, i);
+        if tok.is_empty() || text.get(end) != Some(&b' ') {
+            return None;
+        }
+        *f = tok;
+        i = end + 1;
+    }
+    let [time, host, app, _procid, _msgid] = fields;
+    let prefix_time = match time {
+        b"-" => None,
+        t => match rfc3339_at(t, 0) {
+            Some((_, n)) if n == t.len() => Some(PrefixTime::Rfc3339(t)),
+            _ => return None,
+        },
+    };
+    // Structured data: "-", or elements "[id k=\"v\"]..." whose quoted values may hold "]".
+    if text.get(i) == Some(&b'-') {
+        i += 1;
+    } else {
+        while text.get(i) == Some(&b'[') {
+            let mut quoted = false;
+            i += 1;
+            loop {
+                match text.get(i)? {
+                    b'\\' if quoted => i += 1,
+                    b'"' => quoted = !quoted,
+                    b']' if !quoted => break,
+                    _ => {}
+                }
+                i += 1;
+            }
+            i += 1;
+        }
+    }
+    let mut msg = text.get(i..).unwrap_or(&[]);
+    msg = msg.strip_prefix(b" ").unwrap_or(msg);
+    // A UTF-8 message may start with a byte order mark (RFC 5424 6.4).
+    msg = msg.strip_prefix("\u{feff}".as_bytes()).unwrap_or(msg);
+    let named = |b: &'_ [u8]| -> bool { b != b"-" && b.len() <= 255 };
+    Some(Envelope {
+        prefix_time,
+        host: named(host).then_some(host),
+        tag: named(app).then_some(app).filter(|a| a.len() <= 96),
+        msg,
+        cri: false,
+    })
+}
+
+/// Split `text` into its envelope. Lines without a known prefix are all message. A syslog
+/// `<PRI>` before it (a raw syslog stream, rsyslog's RFC 5424 files) is skipped.
 pub(crate) fn envelope(text: &[u8]) -> Envelope<'_> {
+    if let Some(p) = pri_len(text) {
+        if let Some(e) = rfc5424(text, p) {
+            return e;
+        }
+        let rest = &text[p..];
+        if syslog_time(rest).is_some() || rfc3339_at(rest, 0).is_some() {
+            return envelope_after_pri(rest);
+        }
+        return Envelope { msg: text, ..Envelope::default() };
+    }
+    envelope_after_pri(text)
+}
+
+fn envelope_after_pri(text: &[u8]) -> Envelope<'_> {
     let (prefix_time, mut i) = if let Some((pt, n)) = syslog_time(text) {
         (pt, n)
     } else if let Some((_, n)) = rfc3339_at(text, 0) {
@@ -214,7 +303,8 @@ pub(crate) fn envelope(text: &[u8]) -> Envelope<'_> {
     // CRI container log: "<time> stderr F <msg>".
     if tok1 == b"stdout" || tok1 == b"stderr" {
         let (tok2, end2) = next_token(text, end1 + 1);
-        env.msg = if tok2 == b"F" || tok2 == b"P" { skip_one_space(text, end2) } else { skip_one_space(text, end1) };
+        env.cri = tok2 == b"F" || tok2 == b"P";
+        env.msg = if env.cri { skip_one_space(text, end2) } else { skip_one_space(text, end1) };
         return env;
     }
     let (tok2, end2) = next_token(text, end1 + 1);
@@ -298,8 +388,8 @@ pub(crate) fn kernel_secs(msg: &[u8]) -> Option<(&[u8], usize)> {
     Some((&msg[start..i], i + 1))
 }
 
-/// `dmesg -T` prefix `[Thu Dec 12 10:00:00 2019]`.
-fn dmesg_t(msg: &[u8]) -> Option<String> {
+/// `dmesg -T` prefix `[Thu Dec 12 10:00:00 2019]`: its time and the bytes it takes.
+fn dmesg_t_at(msg: &[u8]) -> Option<(PrefixTime<'_>, i32, usize)> {
     if msg.first() != Some(&b'[') || msg.get(4) != Some(&b' ') {
         return None;
     }
@@ -309,7 +399,25 @@ fn dmesg_t(msg: &[u8]) -> Option<String> {
         return None;
     }
     let year = digits(msg, at + 1, 4)? as i32;
-    pt.format(year)
+    Some((pt, year, at + 6))
+}
+
+fn dmesg_t(msg: &[u8]) -> Option<String> {
+    dmesg_t_at(msg).and_then(|(pt, year, _)| pt.format(year))
+}
+
+/// The kernel's own words in a line's message: after a `[seconds]` or `dmesg -T` stamp, a
+/// `kernel:` tag (`journalctl -k -o short-monotonic`: "[21161.09] kernel:   cache: ...") and
+/// the indentation of continuation lines.
+pub(crate) fn kernel_body(msg: &[u8]) -> &[u8] {
+    let mut m = msg;
+    if let Some((_, n)) = kernel_secs(m) {
+        m = &m[n..];
+    } else if let Some((_, _, n)) = dmesg_t_at(m) {
+        m = &m[n..];
+    }
+    let m = m.trim_ascii_start();
+    m.strip_prefix(b"kernel:").unwrap_or(m).trim_ascii_start()
 }
 
 /// The time inside the message, best first: RFC 3339 at its start, logfmt `time="..."`,
@@ -471,6 +579,28 @@ mod tests {
         let e = envelope(b"2022-05-26T10:05:11.006685543+03:00 stderr F [2022/05/26] x");
         assert_eq!(e.host, None);
         assert_eq!(e.msg, b"[2022/05/26] x");
+    }
+
+    #[test]
+    fn pri_and_rfc5424() {
+        let e = envelope(b"<13>Dec  2 10:00:00 node myapp[99]: mkdir x");
+        assert_eq!((e.tag, e.host, e.msg), (Some(&b"myapp"[..]), Some(&b"node"[..]), &b"mkdir x"[..]));
+        let e = envelope(b"<30>1 2023-12-22T08:00:00.123456+00:00 node-1 kubelet 1146 - - E1222 x");
+        assert_eq!((e.tag, e.host, e.msg), (Some(&b"kubelet"[..]), Some(&b"node-1"[..]), &b"E1222 x"[..]));
+        assert_eq!(e.prefix_time.unwrap().format(0).unwrap(), "2023-12-22T08:00:00.123456+00:00");
+        let e = envelope(b"<165>1 - - myapp - ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"App]\"][x@1 a=\"b\"] \xef\xbb\xbfmsg here");
+        assert_eq!((e.tag, e.host, e.msg), (Some(&b"myapp"[..]), None, &b"msg here"[..]));
+        assert!(e.prefix_time.is_none());
+        // dmesg -r: a priority, then the kernel's seconds; no envelope.
+        let e = envelope(b"<4>[ 2210.4] SLUB: Unable to allocate memory");
+        assert_eq!((e.tag, e.msg), (None, &b"<4>[ 2210.4] SLUB: Unable to allocate memory"[..]));
+        // Cut short: never a panic, no tag.
+        for cut in [&b"<1>1 "[..], b"<1>1 - - app", b"<1>1 - - app - - [x", b"<999>", b"<>1 x"] {
+            assert_eq!(envelope(cut).tag, None, "{cut:?}");
+        }
+        assert_eq!(leading_tag(b"systemd[1]: kubepods.slice: Failed"), Some(&b"systemd"[..]));
+        assert_eq!(leading_tag(b"SLUB: Unable"), Some(&b"SLUB"[..]));
+        assert!(envelope(b"2022-05-26T10:05:11.006685543+03:00 stderr F x").cri);
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! Times in logs: epoch seconds to RFC 3339, the leading timestamp of a line, and the
-//! `--since` argument. No time-zone database: a time written without a zone (syslog,
-//! klog) is kept as "zone-less" and only compared with other times of the same file.
+//! Times in logs: epoch seconds to RFC 3339, the leading timestamp of a line, the
+//! `--since` argument and the local time zone's offset. No time-zone database: a time
+//! written without a zone (syslog, klog) is kept as "zone-less" and only compared with
+//! other times of the same file.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::duration::{self, Accept};
 
 /// Seconds since the epoch, now.
 pub fn now_epoch() -> i64 {
@@ -153,13 +156,13 @@ pub fn leading_time(line: &[u8], year: i32) -> Option<LogTime> {
     None
 }
 
-/// `--since`: a duration back from now (`90s`, `30m`, `1h`, `2d`, `1w`, combined as
-/// `1h30m`) or a time (`2023-12-22`, `2023-12-22 08:00:00`, RFC 3339; UTC unless a zone
-/// is given). Returns epoch seconds.
+/// `--since`: a duration back from now in the grammar of every flag ([`crate::duration`]:
+/// `90s`, `30m`, `1h`, `2d`, `1w`, `1h30m`; `0` is now) or a time (`2023-12-22`,
+/// `2023-12-22 08:00:00`, RFC 3339; UTC unless a zone is given). Returns epoch seconds.
 pub fn parse_since(s: &str, now: i64) -> Result<i64, String> {
     let t = s.trim();
-    if let Some(secs) = parse_duration(t) {
-        return Ok(now - secs);
+    if let Ok(d) = duration::parse_duration(t, Accept::WITH_UNIT) {
+        return i64::try_from(d.as_secs()).ok().and_then(|d| now.checked_sub(d)).ok_or_else(|| format!("{s:?}: too far back"));
     }
     if let Some((lt, n)) = parse_rfc3339(t.as_bytes()) {
         if n == t.len() {
@@ -175,35 +178,20 @@ pub fn parse_since(s: &str, now: i64) -> Result<i64, String> {
     Err(format!("{s:?}: not a duration (30m, 1h, 2d) or a time (2023-12-22, 2023-12-22T08:00:00Z)"))
 }
 
-/// `1h30m` -> 5400. Units: s, m (minutes), h, d, w; a bare `0` is zero.
-pub fn parse_duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    if s.is_empty() {
-        return None;
-    }
-    let mut total: i64 = 0;
-    let mut num: Option<i64> = None;
-    for c in s.chars() {
-        if let Some(d) = c.to_digit(10) {
-            num = Some(num.unwrap_or(0).checked_mul(10)?.checked_add(d as i64)?);
-            continue;
+/// Seconds east of UTC of the local time zone now (TZ, /etc/localtime), 0 when unknown:
+/// what times written without a zone (syslog, klog) are taken in.
+pub fn local_offset() -> i64 {
+    // SAFETY: time(NULL) has no preconditions; localtime_r writes only into `tm`,
+    // a plain-data struct we own, and returns NULL on failure.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            0
+        } else {
+            tm.tm_gmtoff
         }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            _ => return None,
-        };
-        total = total.checked_add(num.take()?.checked_mul(unit)?)?;
     }
-    if num.is_some() {
-        return None;
-    }
-    Some(total)
 }
 
 #[cfg(test)]
@@ -263,8 +251,8 @@ mod tests {
         assert!(parse_since("yesterday", now).is_err());
         assert!(parse_since("1x", now).is_err());
         assert!(parse_since("h", now).is_err());
-        assert_eq!(parse_duration("0"), Some(0));
-        assert_eq!(parse_duration("10"), None, "a unit is needed");
+        assert_eq!(parse_since("0", now), Ok(now));
+        assert!(parse_since("10", now).is_err(), "a unit is needed");
         assert!(parse_since("99999999999999999999h", now).is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use flate2::read::MultiGzDecoder;
 
-use crate::logline::LineMeta;
+use crate::logline::{LineMeta, Origin};
 use crate::HostPaths;
 
 use super::split::{Fill, LineSink, LineSplitter, ScanStats};
@@ -18,6 +18,31 @@ use super::split::{Fill, LineSink, LineSplitter, ScanStats};
 /// Debian-like systems, the kernel's and daemons' files, and kubelet.log where the
 /// kubelet is not under systemd. Rotated and gzipped generations included.
 pub const DEFAULT_LOG_GLOBS: [&str; 5] = ["/var/log/messages*", "/var/log/syslog*", "/var/log/kern.log*", "/var/log/daemon.log*", "/var/log/kubelet.log*"];
+
+/// Where the kubelet and the container runtimes keep what containers print (CRI logs, and
+/// the kubelet's links to them): what a tenant prints is never evidence, so these are never
+/// read as a source, whatever a pattern names.
+pub const CONTAINER_LOG_DIRS: [&str; 2] = ["/var/log/pods", "/var/log/containers"];
+
+/// The container log directory `path` is in (links resolved), of `host` or of this machine.
+pub fn container_log_dir(path: &Path, host: &HostPaths) -> Option<&'static str> {
+    let real = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    CONTAINER_LOG_DIRS.into_iter().find(|d| {
+        let under = |base: PathBuf| {
+            let base = fs::canonicalize(&base).unwrap_or(base);
+            real.starts_with(&base) || path.starts_with(&base)
+        };
+        under(host.host(d)) || under(PathBuf::from(d))
+    })
+}
+
+/// What a file's name says about who writes it: `kubelet.log*` is the kubelet's own file (a
+/// kubelet run without systemd, its output redirected there), so its lines without a
+/// syslog tag are the kubelet's; any other file is syslog text, whose lines name their writer.
+pub fn file_meta(path: &Path) -> LineMeta {
+    let own = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("kubelet.log"));
+    LineMeta { origin: if own { Origin::FileOf("kubelet") } else { Origin::Text }, ..LineMeta::default() }
+}
 
 fn has_glob_chars(s: &str) -> bool {
     s.contains(['*', '?', '['])
@@ -54,11 +79,33 @@ pub fn default_log_files(host: &HostPaths) -> Vec<PathBuf> {
     for g in DEFAULT_LOG_GLOBS {
         let pattern = format!("{}{}", root.trim_end_matches('/'), g);
         if let Ok(paths) = glob::glob(&pattern) {
-            let files: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+            // Regular files as the host sees them: a symlink resolves inside the root (a
+            // link to /etc/shadow means the host's, not this container's), by that name.
+            let files: Vec<PathBuf> = paths
+                .filter_map(Result::ok)
+                .filter(|p| host.is_file_local(p))
+                .map(|p| host.resolve(host.to_host_path(&p)).unwrap_or(p))
+                .collect();
             out.extend(oldest_first(files));
         }
     }
     out
+}
+
+/// A log file opened for reading: a regular file, or a pipe the user named (`<(zcat ...)`);
+/// a directory, device or socket is refused before a byte is read. O_NONBLOCK on the open
+/// only: a FIFO is not waited on to open.
+pub fn open_readable(path: &Path) -> io::Result<File> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = rustix::fs::openat(rustix::fs::CWD, path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile | FileType::Fifo => {
+            rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+            Ok(File::from(fd))
+        }
+        _ => Err(io::Error::other(format!("is {}, not a log file: not read", crate::bounded::file_type_name(st.st_mode)))),
+    }
 }
 
 /// Whether the stream starts with the gzip magic bytes (RFC 1952).
@@ -69,7 +116,7 @@ pub fn is_gzip(head: &[u8]) -> bool {
 /// Open a log file for streaming: gzip (any name) is decompressed, multi-member
 /// archives included; a plain file is read as it is.
 pub fn open_log(path: &Path) -> io::Result<(Box<dyn Read + Send>, bool)> {
-    let mut f = File::open(path)?;
+    let mut f = open_readable(path)?;
     // Read-ahead for one pass from start to end (a hint: failure is harmless).
     let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Sequential);
     let mut head = [0u8; 2];
@@ -117,7 +164,7 @@ pub fn is_live_log(path: &Path) -> bool {
 /// read from `start` are numbered from 1 at `start`.
 pub fn follow_file(path: &Path, start: u64, source: &str, meta: &LineMeta, sink: &mut dyn LineSink, poll: Duration, stop: &dyn Fn() -> bool) -> io::Result<ScanStats> {
     use std::os::unix::fs::MetadataExt;
-    let mut f = File::open(path)?;
+    let mut f = open_readable(path)?;
     let mut ino = f.metadata()?.ino();
     let mut pos: u64 = f.seek(SeekFrom::Start(start))?;
     let mut s = LineSplitter::default();
@@ -150,7 +197,7 @@ pub fn follow_file(path: &Path, start: u64, source: &str, meta: &LineMeta, sink:
             total.bytes += st.bytes;
             total.long_lines += st.long_lines;
             s = LineSplitter::default();
-            if let Ok(nf) = File::open(path) {
+            if let Ok(nf) = open_readable(path) {
                 ino = nf.metadata()?.ino();
                 f = nf;
             } else {
@@ -225,7 +272,7 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The last complete line of a plain file (for its newest time), at most 64 KiB back.
 pub fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let mut f = File::open(path)?;
+    let mut f = open_readable(path)?;
     let len = f.metadata()?.len();
     let back = len.min(64 * 1024);
     f.seek(SeekFrom::Start(len - back))?;
@@ -286,6 +333,29 @@ mod tests {
         touch(&d.path().join("var/log/dpkg.log"), b"d\n", 0);
         let got: Vec<String> = default_log_files(&HostPaths::new(d.path())).iter().map(|p| p.strip_prefix(d.path()).unwrap().display().to_string()).collect();
         assert_eq!(got, ["var/log/messages-20231222", "var/log/messages", "var/log/kern.log"]);
+    }
+
+    #[test]
+    fn the_kubelets_own_file_and_container_logs() {
+        assert_eq!(file_meta(Path::new("/var/log/kubelet.log.1")).origin, Origin::FileOf("kubelet"));
+        assert_eq!(file_meta(Path::new("/host/var/log/messages")).origin, Origin::Text);
+        let d = tempfile::tempdir().unwrap();
+        let host = HostPaths::new(d.path());
+        let pod = d.path().join("var/log/pods/default_web_5b2f0a4c/app");
+        fs::create_dir_all(&pod).unwrap();
+        fs::write(pod.join("0.log"), b"x\n").unwrap();
+        fs::create_dir_all(d.path().join("var/log/containers")).unwrap();
+        let link = d.path().join("var/log/containers/web_default_app-3f1e.log");
+        std::os::unix::fs::symlink(pod.join("0.log"), &link).unwrap();
+        // Reached through another name too.
+        let elsewhere = d.path().join("copy-link");
+        std::os::unix::fs::symlink(pod.join("0.log"), &elsewhere).unwrap();
+        assert_eq!(container_log_dir(&pod.join("0.log"), &host), Some("/var/log/pods"));
+        assert_eq!(container_log_dir(&link, &host), Some("/var/log/pods"));
+        assert_eq!(container_log_dir(&elsewhere, &host), Some("/var/log/pods"));
+        assert_eq!(container_log_dir(Path::new("/var/log/containers/x.log"), &host), Some("/var/log/containers"));
+        fs::write(d.path().join("var/log/syslog"), b"x\n").unwrap();
+        assert_eq!(container_log_dir(&d.path().join("var/log/syslog"), &host), None);
     }
 
     #[test]

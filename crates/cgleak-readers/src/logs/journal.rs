@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use serde_json::Value;
 
-use crate::logline::{LineMeta, LogLine};
+use crate::logline::{JournalOrigin, LineMeta, LogLine, Origin};
 use crate::HostPaths;
 
 use super::clock::rfc3339_usec;
@@ -48,7 +48,7 @@ impl Journalctl {
     /// (`/var/log/journal` or `/run/log/journal`), read with `--root` under a host root
     /// other than `/`.
     pub fn for_host(host: &HostPaths) -> Option<Journalctl> {
-        let has_journal = ["/var/log/journal", "/run/log/journal"].iter().any(|d| host.host(d).is_dir());
+        let has_journal = ["/var/log/journal", "/run/log/journal"].iter().any(|d| host.is_dir_local(&host.host(d)));
         if !has_journal {
             return None;
         }
@@ -211,12 +211,29 @@ fn field_string(v: Option<&Value>) -> Option<String> {
 
 /// The LineMeta of one entry.
 pub fn entry_meta(e: &serde_json::Map<String, Value>) -> LineMeta {
+    let f = |k: &str| field_string(e.get(k));
+    let origin = JournalOrigin {
+        transport: f("_TRANSPORT"),
+        facility: f("SYSLOG_FACILITY").and_then(|v| v.trim().parse().ok()),
+        comm: f("_COMM"),
+        unit: f("_SYSTEMD_UNIT"),
+        cgroup: f("_SYSTEMD_CGROUP"),
+        identifier: f("SYSLOG_IDENTIFIER"),
+        container: ["CONTAINER_NAME", "CONTAINER_ID", "CONTAINER_ID_FULL"].iter().find_map(|k| f(k)),
+    };
+    // The kernel's own messages only: a record user space wrote to /dev/kmsg keeps its
+    // facility (never 0), and journald files it under _TRANSPORT=kernel too.
+    let kernel = origin.transport.as_deref() == Some("kernel") && origin.facility.unwrap_or(0) == 0;
+    // A container's output relayed by dockerd (its log driver) runs in docker.service: the
+    // unit would name the runtime, not the container.
+    let unit = if origin.container.is_some() { origin.identifier.clone().or_else(|| origin.container.clone()) } else { origin.unit.clone().or_else(|| origin.identifier.clone()) };
     LineMeta {
-        time: field_string(e.get("__REALTIME_TIMESTAMP")).and_then(|t| t.parse::<u64>().ok()).map(rfc3339_usec),
-        host: field_string(e.get("_HOSTNAME")),
-        unit: field_string(e.get("_SYSTEMD_UNIT")).or_else(|| field_string(e.get("SYSLOG_IDENTIFIER"))),
-        kernel: field_string(e.get("_TRANSPORT")).as_deref() == Some("kernel"),
+        time: f("__REALTIME_TIMESTAMP").and_then(|t| t.parse::<u64>().ok()).map(rfc3339_usec),
+        host: f("_HOSTNAME"),
+        unit,
+        kernel,
         continuation: false,
+        origin: Origin::Journal(origin),
     }
 }
 
@@ -304,6 +321,28 @@ mod tests {
         let c = sink.metas.iter().position(|m| m.continuation).expect("a continuation");
         assert_eq!(sink.got[c].0, sink.got[c - 1].0);
         assert_eq!(st.entries, sink.got.iter().map(|g| g.0).max().unwrap());
+    }
+
+    #[test]
+    fn entries_carry_journald_fields_about_their_sender() {
+        let meta = |json: &str| match serde_json::from_str::<Value>(json).unwrap() {
+            Value::Object(e) => entry_meta(&e),
+            _ => unreachable!(),
+        };
+        let m = meta(RECORDED.lines().next().unwrap());
+        let Origin::Journal(j) = &m.origin else { panic!("{m:?}") };
+        assert_eq!((j.unit.as_deref(), j.comm.as_deref(), j.transport.as_deref()), (Some("kubelet.service"), Some("kubelet"), Some("stdout")));
+        assert_eq!(j.cgroup.as_deref(), Some("/system.slice/kubelet.service"));
+        // docker's journald log driver: the runtime's unit, a container's words.
+        let m = meta(r#"{"_TRANSPORT":"journal","_COMM":"dockerd","_SYSTEMD_UNIT":"docker.service","CONTAINER_NAME":"web","CONTAINER_ID":"3f1e9a7c5b2d","SYSLOG_IDENTIFIER":"3f1e9a7c5b2d","MESSAGE":"x"}"#);
+        let Origin::Journal(j) = &m.origin else { panic!("{m:?}") };
+        assert_eq!(j.container.as_deref(), Some("web"));
+        assert_eq!(m.unit.as_deref(), Some("3f1e9a7c5b2d"), "not docker.service");
+        // A record user space wrote to /dev/kmsg is not the kernel's.
+        let m = meta(r#"{"_TRANSPORT":"kernel","SYSLOG_FACILITY":"1","SYSLOG_IDENTIFIER":"myapp","MESSAGE":"x"}"#);
+        assert!(!m.kernel);
+        let m = meta(r#"{"_TRANSPORT":"kernel","SYSLOG_FACILITY":"0","SYSLOG_IDENTIFIER":"kernel","MESSAGE":"x"}"#);
+        assert!(m.kernel);
     }
 
     #[test]

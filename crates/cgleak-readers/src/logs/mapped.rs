@@ -93,13 +93,44 @@ pub fn split_points(file: &File, len: u64, parts: usize) -> io::Result<Vec<(u64,
     Ok(cuts.windows(2).map(|w| (w[0], w[1])).filter(|(a, b)| a < b).collect())
 }
 
+/// Bytes read back from a part's start for [`LineSink::resume_after`]: the last lines
+/// before it, the last one whole up to [`MAX_LINE`].
+const BEFORE_BYTES: u64 = 2 * MAX_LINE as u64;
+
+/// The text right before `start`: at most [`BEFORE_BYTES`], from a line start when there is
+/// one in them.
+fn text_before(file: &File, start: u64) -> io::Result<Vec<u8>> {
+    let from = start.saturating_sub(BEFORE_BYTES);
+    let mut buf = vec![0u8; (start - from) as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = file.read_at(&mut buf[got..], from + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    buf.truncate(got);
+    if from > 0 {
+        // Drop the line that began before what was read.
+        let head = memchr::memchr(b'\n', &buf[..buf.len().saturating_sub(1)]).map_or(0, |i| i + 1);
+        buf.drain(..head);
+    }
+    Ok(buf)
+}
+
 /// Hand the lines of bytes `[start, end)` of `file` (`len` bytes long; `start` at a line
 /// start, `end` after a '\n' or at `len`) to `sink`, numbered from 1. A record still
 /// pending at `end` gets its continuation lines from after `end` (numbered on), but
-/// `lines` in the result counts only the lines in the range.
+/// `lines` in the result counts only the lines in the range; a part that starts within a
+/// record (`start` > 0) leaves that record's lines to the part before
+/// ([`LineSink::resume_after`]).
 #[allow(clippy::too_many_arguments)]
 pub fn scan_range(file: &File, len: u64, start: u64, end: u64, source: &str, meta: &LineMeta, sink: &mut dyn LineSink, stop: &AtomicBool) -> io::Result<ScanStats> {
     let end = end.min(len);
+    if start > 0 {
+        sink.resume_after(&text_before(file, start)?);
+    }
     let mut pos = start;
     let (mut lines, mut long) = (0u64, 0u64);
     while pos < end && !stop.load(Ordering::Relaxed) {
@@ -158,8 +189,10 @@ pub fn scan_range(file: &File, len: u64, start: u64, end: u64, source: &str, met
             None => (&buf[..n], next_line_start(file, pos + n as u64, len)?),
         };
         let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if !sink.continuation(&LogLine { source, line: lines + 1, text, meta }) {
+            break;
+        }
         lines += 1;
-        sink.line(&LogLine { source, line: lines, text, meta });
         pos = next;
         extra += 1;
     }
@@ -237,6 +270,96 @@ mod tests {
     struct Records {
         pending: bool,
         got: Vec<(u64, Vec<u8>)>,
+    }
+
+    /// [`Records`] that also knows part boundaries: a line after its part is taken only when
+    /// it continues the record, and a part that starts within a record leaves it alone.
+    struct PartRecords {
+        inner: Records,
+        /// Within a record that the part before reports.
+        silent: bool,
+        offered: Vec<Vec<u8>>,
+    }
+
+    impl PartRecords {
+        fn got_lines(&self) -> Vec<u64> {
+            self.inner.got.iter().map(|g| g.0).collect()
+        }
+    }
+
+    impl LineSink for PartRecords {
+        fn find_candidate(&self, lines: &[u8]) -> Option<usize> {
+            let lone = if lines.first() == Some(&b' ') { Some(0) } else { memchr::memmem::find(lines, b"\n ").map(|i| i + 1) };
+            [self.inner.find_candidate(lines), lone].into_iter().flatten().min()
+        }
+        fn may_match(&self, line: &[u8]) -> bool {
+            self.silent || self.inner.may_match(line) || line.first() == Some(&b' ')
+        }
+        fn pending(&self) -> bool {
+            self.silent || self.inner.pending
+        }
+        fn line(&mut self, l: &LogLine<'_>) {
+            let cont = l.text.first() == Some(&b' ');
+            if self.silent && cont {
+                return;
+            }
+            self.silent = false;
+            if cont && !self.inner.pending {
+                // A record whose head was not read starts at its first line read.
+                self.inner.pending = true;
+                self.inner.got.push((l.line, l.text.to_vec()));
+                return;
+            }
+            self.inner.line(l);
+        }
+        fn continuation(&mut self, l: &LogLine<'_>) -> bool {
+            self.offered.push(l.text.to_vec());
+            if self.inner.pending && l.text.first() == Some(&b' ') {
+                self.inner.got.push((l.line, l.text.to_vec()));
+                return true;
+            }
+            self.inner.pending = false;
+            false
+        }
+        fn resume_after(&mut self, before: &[u8]) {
+            let before = before.strip_suffix(b"\n").unwrap_or(before);
+            let prev = before.rsplit(|c| *c == b'\n').next().unwrap_or(before);
+            let prev = prev.strip_suffix(b"\r").unwrap_or(prev);
+            self.offered.push(prev.to_vec());
+            self.silent = prev.starts_with(b"HEAD") || prev.first() == Some(&b' ');
+        }
+    }
+
+    #[test]
+    fn parts_cut_within_a_record_report_it_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("kern.log");
+        let data = b"plain\nHEAD one\n  cache: one\n  node 0: one\nHEAD two\n  cache: two\nplain\r\n  lone one\n  lone two\nHEAD three\n".to_vec();
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        let len = data.len() as u64;
+        let stop = AtomicBool::new(false);
+        let starts: Vec<u64> = std::iter::once(0).chain(data.iter().enumerate().filter(|(_, c)| **c == b'\n').map(|(i, _)| i as u64 + 1)).filter(|&c| c < len).collect();
+        for &cut in &starts[1..] {
+            let mut all = Vec::new();
+            let mut base = 0;
+            let mut offered = Vec::new();
+            for (a, b) in [(0, cut), (cut, len)] {
+                let mut sink = PartRecords { inner: Records { pending: false, got: Vec::new() }, silent: false, offered: Vec::new() };
+                let st = scan_range(&f, len, a, b, "k", &LineMeta::default(), &mut sink, &stop).unwrap();
+                all.extend(sink.inner.got.into_iter().map(|(n, t)| (n + base, t)));
+                offered.extend(sink.offered);
+                base += st.lines;
+            }
+            let mut whole = PartRecords { inner: Records { pending: false, got: Vec::new() }, silent: false, offered: Vec::new() };
+            scan_range(&f, len, 0, len, "k", &LineMeta::default(), &mut whole, &stop).unwrap();
+            assert_eq!(whole.got_lines(), [2, 3, 4, 5, 6, 8, 9, 10]);
+            assert_eq!(all, whole.inner.got, "cut at byte {cut}");
+            // The line before the cut, without its line end, is what the second part resumes after.
+            let before = &data[..cut as usize - 1];
+            let prev = &before[before.iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1)..];
+            assert!(offered.iter().any(|o| o.as_slice() == prev.strip_suffix(b"\r").unwrap_or(prev)), "cut at byte {cut}: {offered:?}");
+        }
     }
 
     impl LineSink for Records {

@@ -34,6 +34,18 @@ pub trait LineSink {
     }
     /// A line that passed [`LineSink::may_match`].
     fn line(&mut self, line: &LogLine<'_>);
+    /// A line past the end of the part of a source this sink reads, offered while
+    /// [`LineSink::pending`]: take it (true) when it continues the pending record; else
+    /// complete the record and leave the line (false) to the sink of the next part.
+    fn continuation(&mut self, line: &LogLine<'_>) -> bool {
+        self.line(line);
+        true
+    }
+    /// This sink reads a source from the middle: `before` is the text right before its first
+    /// line (the end of the part before, whose last lines are whole), which the sink of that
+    /// part has seen (and completes the record they belong to, through
+    /// [`LineSink::continuation`]).
+    fn resume_after(&mut self, _before: &[u8]) {}
 }
 
 /// Counters of one source.

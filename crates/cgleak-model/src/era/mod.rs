@@ -1,23 +1,30 @@
 //! Kernel eras: what a kernel release (`uname -r`) means for memcg IDs, for counting
 //! dying memcgs and for kmem accounting.
 //!
-//! Every answer comes from /work/shared/KERNEL-FACTS.md (cited as "facts §N") or from
-//! the kernel commit named next to it. A release that cannot be placed in one era with
+//! Every answer comes from the kernel facts cgleak relies on (docs/kernel-facts.md, cited as
+//! "facts §N") or from the kernel commit named next to it. A release that cannot be placed in one era with
 //! confidence still gets an answer, the nearest *safe* one, with `exact == false` and a
 //! note saying why: this module never fails and never panics.
 //!
 //! Boundaries (facts §1):
 //! - 3.10: css_id, dying memcgs keep their IDs, ENOSPC.
-//! - RHEL/CentOS 7 (3.10.0-*.el7): private mem_cgroup_idr, dying memcgs keep their IDs, ENOMEM.
-//! - 4.0 .. 4.6: css->id, dying memcgs keep their IDs, ENOSPC; 4.4.y with the stable
-//!   backport of 73f576c04b94 behaves like 4.7.
+//! - RHEL/CentOS 7 (3.10.0-*.el7): dying memcgs keep their IDs in every build; css_id and
+//!   ENOSPC up to 693, a private mem_cgroup_idr and ENOMEM from 862; nokmem from 1062.
+//! - 4.0 .. 4.6: css->id, dying memcgs keep their IDs, ENOSPC; 4.4.18+ (the stable
+//!   backport of 73f576c04b94; Ubuntu xenial 4.4.0-37+) behaves like 4.7.
 //! - 4.7 .. 5.4.40: memcg->id with a refcount (73f576c04b94), released at offline, ENOMEM.
 //! - 5.4.41 .. 6.11: same IDs, ENOSPC (11d6761218d1).
 //! - 6.12+: xarray IDs, EBUSY.
+//!
+//! Release strings are parsed in `era/release.rs`; the rules that place a release in an era,
+//! and every answer of the era, are here.
 
-use std::fmt;
+mod release;
 
+use cgleak_readers::errno;
 use serde::Serialize;
+
+pub use release::{upstream_version_from_hint, Distro, KernelRelease, ReleaseError};
 
 /// The newest kernel the facts were checked on (6.18 host, facts §1 "measured").
 const NEWEST_KNOWN: (u32, u32) = (6, 18);
@@ -25,8 +32,8 @@ const NEWEST_KNOWN: (u32, u32) = (6, 18);
 /// 4.4.y: Michal Hocko's stable-4.4 backport of 73f576c04b94 (posted 2016-08-12/15) was
 /// in linux-4.4.y stable-rc on 2016-08-15, so 4.4.17 (2016-08-10) and older lack it ...
 const BACKPORT_44_ABSENT_MAX: u32 = 17;
-/// ... and 4.4.20 (2016-09-07) and later carry it; 4.4.18 and 4.4.19 are not pinned down.
-const BACKPORT_44_PRESENT_MIN: u32 = 20;
+/// ... and 4.4.18 (2016-08-20), the next stable release, carries it (facts §1a).
+const BACKPORT_44_PRESENT_MIN: u32 = 18;
 
 /// 5.4.y: 11d6761218d1 ("mm, memcg: fix error return value of mem_cgroup_css_alloc()")
 /// was in the 5.4.41 stable release (2020-05-14): ENOSPC from 5.4.41, ENOMEM before.
@@ -37,243 +44,14 @@ const ERRNO_FIX_56_MIN: u32 = 13;
 /// Ubuntu xenial "4.4.0-N": N <= 31 was built before 4.4.y got the 73f576c04b94 backport
 /// (4.4.0-21 is the 16.04 GA kernel, upstream 4.4.6; -31 shipped in July 2016) ...
 const UBUNTU_44_ABSENT_MAX_ABI: u32 = 31;
-/// ... and N >= 62 (early 2017) is well past 4.4.20. Between the two: not pinned down.
-const UBUNTU_44_PRESENT_MIN_ABI: u32 = 62;
+/// ... and N >= 37 (xenial 4.4.0-37, Sept 2016) carries the backport (facts §1a). Between
+/// the two: not pinned down.
+const UBUNTU_44_PRESENT_MIN_ABI: u32 = 37;
 /// Ubuntu focal "5.4.0-N": N <= 31 shipped in May 2020, before Ubuntu could pick up 5.4.41 ...
 const UBUNTU_54_ABSENT_MAX_ABI: u32 = 31;
 /// ... and N >= 60 (2021) carries 5.4.7x or later. Between the two: not pinned down.
 const UBUNTU_54_PRESENT_MIN_ABI: u32 = 60;
 
-// ---------------------------------------------------------------------------------------
-// Releases
-// ---------------------------------------------------------------------------------------
-
-/// Who built the kernel, as far as the release string tells.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Distro {
-    /// RHEL/CentOS 7 (".el7" in the release).
-    El7,
-    /// Debian: "4.19.0-25-amd64", "6.12.117+deb12-cloud-amd64", backports "+bpo".
-    Debian,
-    /// Ubuntu: "5.4.0-150-generic", "-aws", "-azure", ...
-    Ubuntu,
-    /// An upstream release with no vendor suffix ("6.6.30", "6.10.0-rc3").
-    Vanilla,
-    /// Anything else ("6.18.44-fc-v669", "4.18.0-348.el8.x86_64", "6.5.6-300.fc39.x86_64").
-    Other,
-}
-
-impl Distro {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Distro::El7 => "el7",
-            Distro::Debian => "debian",
-            Distro::Ubuntu => "ubuntu",
-            Distro::Vanilla => "vanilla",
-            Distro::Other => "other",
-        }
-    }
-}
-
-/// A parsed kernel release string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KernelRelease {
-    /// As read, surrounding whitespace removed: "3.10.0-957.27.2.el7.x86_64".
-    pub raw: String,
-    pub major: u32,
-    pub minor: u32,
-    /// The third number of the string. Debian ("4.19.0-25-amd64"), Ubuntu ("5.4.0-150-generic")
-    /// and RHEL put 0 here whatever the upstream patch level: see [`KernelEra::from_release_with_hint`].
-    pub patch: u32,
-    /// RHEL/CentOS 7 build: "3.10.0-957.27.2.el7" -> [957, 27, 2]; "3.10.0-1160.el7" -> [1160].
-    pub el7_build: Option<Vec<u32>>,
-    pub distro: Distro,
-}
-
-/// A release string that is not `MAJOR.MINOR[.PATCH][suffix]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseError {
-    /// The string as given.
-    pub input: String,
-    /// What was wrong with it.
-    pub reason: &'static str,
-}
-
-impl fmt::Display for ReleaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "kernel release {:?}: {}", self.input, self.reason)
-    }
-}
-
-impl std::error::Error for ReleaseError {}
-
-const EXPECTED_FORMAT: &str = "expected MAJOR.MINOR[.PATCH] and an optional suffix, such as \"6.1.0-13-amd64\"";
-
-/// The numeric head of a release string and what follows it.
-struct Split<'a> {
-    major: u32,
-    minor: u32,
-    patch: Option<u32>,
-    suffix: &'a str,
-}
-
-/// Leading decimal digits of `s`: (value, rest). None when `s` does not start with a digit.
-fn leading_number(s: &str) -> Option<Result<(u32, &str), ()>> {
-    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if end == 0 {
-        return None;
-    }
-    Some(s[..end].parse::<u32>().map(|n| (n, &s[end..])).map_err(|_| ()))
-}
-
-fn split_release(s: &str) -> Result<Split<'_>, &'static str> {
-    if s.is_empty() {
-        return Err("empty string; expected MAJOR.MINOR[.PATCH]");
-    }
-    let (major, rest) = match leading_number(s) {
-        Some(Ok(v)) => v,
-        Some(Err(())) => return Err("version number too large"),
-        None => return Err(EXPECTED_FORMAT),
-    };
-    let rest = rest.strip_prefix('.').ok_or(EXPECTED_FORMAT)?;
-    let (minor, rest) = match leading_number(rest) {
-        Some(Ok(v)) => v,
-        Some(Err(())) => return Err("version number too large"),
-        None => return Err(EXPECTED_FORMAT),
-    };
-    if let Some(after_dot) = rest.strip_prefix('.') {
-        match leading_number(after_dot) {
-            Some(Ok((patch, suffix))) => return Ok(Split { major, minor, patch: Some(patch), suffix }),
-            Some(Err(())) => return Err("version number too large"),
-            // "5.4.foo": no patch level, the rest is a suffix.
-            None => {}
-        }
-    }
-    Ok(Split { major, minor, patch: None, suffix: rest })
-}
-
-/// True when `raw` carries RHEL 7's ".el7" tag (not Oracle's ".el7uek").
-fn has_el7_tag(raw: &str) -> bool {
-    raw.match_indices(".el7").any(|(i, m)| matches!(raw[i + m.len()..].chars().next(), None | Some('.') | Some('_')))
-}
-
-/// The distro ABI or build number right after "X.Y.Z-": "4.19.0-25-amd64" -> 25,
-/// "5.4.0-150-generic" -> 150, "4.18.0-348.el8" -> 348.
-fn abi_number(suffix: &str) -> Option<u32> {
-    let rest = suffix.strip_prefix('-')?;
-    let (n, after) = leading_number(rest)?.ok()?;
-    matches!(after.chars().next(), None | Some('-') | Some('.')).then_some(n)
-}
-
-/// The flavour after "-ABI-": "-25-cloud-amd64" -> "cloud-amd64".
-fn flavour(suffix: &str) -> Option<&str> {
-    let rest = suffix.strip_prefix('-')?;
-    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-    if digits == 0 {
-        return None;
-    }
-    rest[digits..].strip_prefix('-')
-}
-
-/// Debian kernel flavours end with an architecture ("amd64", "cloud-amd64", "rt-arm64", "686-pae").
-const DEBIAN_ARCHES: [&str; 16] = [
-    "amd64", "arm64", "armmp", "armmp-lpae", "686", "686-pae", "ppc64el", "ppc64", "s390x", "marvell", "rpi", "octeon",
-    "riscv64", "powerpc64le", "mips64r2el", "loongson-3",
-];
-
-/// Ubuntu kernel flavours start with one of these ("generic", "generic-lpae", "aws", "azure-fde").
-const UBUNTU_FLAVOURS: [&str; 22] = [
-    "generic", "lowlatency", "aws", "azure", "gcp", "gke", "gkeop", "oracle", "kvm", "raspi", "raspi2", "ibm", "oem",
-    "nvidia", "realtime", "intel", "xilinx", "fips", "bluefield", "virtual", "server", "snapdragon",
-];
-
-fn detect_distro(raw: &str, suffix: &str) -> Distro {
-    if has_el7_tag(raw) {
-        return Distro::El7;
-    }
-    let lower = suffix.to_ascii_lowercase();
-    if lower.contains("+deb") || lower.contains("bpo") || lower.contains(".deb1") {
-        return Distro::Debian;
-    }
-    if let Some(fl) = flavour(suffix) {
-        if DEBIAN_ARCHES.iter().any(|a| fl == *a || fl.ends_with(&format!("-{a}"))) {
-            return Distro::Debian;
-        }
-        let first = fl.split('-').next().unwrap_or("");
-        if UBUNTU_FLAVOURS.contains(&first) {
-            return Distro::Ubuntu;
-        }
-    }
-    let rc = suffix.trim_end_matches('+');
-    let is_rc = rc.strip_prefix("-rc").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-    if rc.is_empty() || is_rc {
-        return Distro::Vanilla;
-    }
-    Distro::Other
-}
-
-/// "957.27.2.el7.x86_64" -> [957, 27, 2]. None when a part is not a number.
-fn parse_el7_build(suffix: &str) -> Option<Vec<u32>> {
-    let rest = suffix.strip_prefix('-')?;
-    let end = rest.find(".el7")?;
-    let parts: Option<Vec<u32>> = rest[..end].split('.').map(|p| p.parse::<u32>().ok()).collect();
-    parts.filter(|v| !v.is_empty())
-}
-
-impl KernelRelease {
-    /// Parse `uname -r` / /proc/sys/kernel/osrelease. Surrounding whitespace is ignored.
-    pub fn parse(s: &str) -> Result<KernelRelease, ReleaseError> {
-        let raw = s.trim();
-        let split = split_release(raw).map_err(|reason| ReleaseError { input: s.to_string(), reason })?;
-        let distro = detect_distro(raw, split.suffix);
-        let patch = split.patch.unwrap_or(0);
-        let el7_build = if distro == Distro::El7 && (split.major, split.minor, patch) == (3, 10, 0) {
-            parse_el7_build(split.suffix)
-        } else {
-            None
-        };
-        Ok(KernelRelease { raw: raw.to_string(), major: split.major, minor: split.minor, patch, el7_build, distro })
-    }
-
-    /// `major.minor.patch >= (major, minor, patch)` on the numbers of the string (a distro's
-    /// placeholder patch 0 included).
-    pub fn at_least(&self, major: u32, minor: u32, patch: u32) -> bool {
-        (self.major, self.minor, self.patch) >= (major, minor, patch)
-    }
-
-    /// True when the string wrote a patch level ("5.4.0"), false for "5.4".
-    fn patch_written(&self) -> bool {
-        split_release(&self.raw).map(|s| s.patch.is_some()).unwrap_or(true)
-    }
-
-    /// Distro ABI/build number after "X.Y.Z-", if any.
-    fn abi(&self) -> Option<u32> {
-        split_release(&self.raw).ok().and_then(|s| abi_number(s.suffix))
-    }
-}
-
-/// The upstream version a distro kernel is built from, read from a hint the kernel
-/// exposes next to its release:
-/// - Ubuntu /proc/version_signature: "Ubuntu 5.4.0-150.167-generic 5.4.233" -> (5, 4, 233);
-/// - Debian /proc/version or `uname -v`: "... #1 SMP Debian 4.19.289-2 (2023-08-08)" -> (4, 19, 289).
-pub fn upstream_version_from_hint(hint: &str) -> Option<(u32, u32, u32)> {
-    fn full_version(tok: &str) -> Option<(u32, u32, u32)> {
-        let s = split_release(tok).ok()?;
-        Some((s.major, s.minor, s.patch?))
-    }
-    let hint = hint.trim();
-    if hint.starts_with("Ubuntu ") {
-        return hint.split_whitespace().last().and_then(full_version);
-    }
-    // The last "Debian " is the package version; an earlier one may be the compiler's.
-    let (i, m) = hint.rmatch_indices("Debian ").next()?;
-    hint[i + m.len()..].split_whitespace().next().and_then(full_version)
-}
-
-// ---------------------------------------------------------------------------------------
-// Eras and their answers
-// ---------------------------------------------------------------------------------------
 
 /// The memcg-ID era of a kernel (facts §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -314,7 +92,8 @@ impl EraId {
     }
 }
 
-/// What `mkdir` of a memory cgroup returns when the memcg ID space is full.
+/// What `mkdir` of a memory cgroup returns when the memcg ID space is full. Names, numbers
+/// and words come from the one errno table ([`cgleak_readers::errno`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[allow(clippy::upper_case_acronyms)]
 pub enum Errno {
@@ -327,33 +106,30 @@ impl Errno {
     pub const ALL: [Errno; 3] = [Errno::ENOSPC, Errno::ENOMEM, Errno::EBUSY];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Errno::ENOSPC => "ENOSPC",
-            Errno::ENOMEM => "ENOMEM",
-            Errno::EBUSY => "EBUSY",
-        }
+        errno::static_name(self.raw()).expect("the errno table names the exhaustion errnos")
     }
 
     /// strerror(3) text, as `mkdir` prints it (lower case).
     pub fn message(self) -> &'static str {
-        match self {
-            Errno::ENOSPC => "no space left on device",
-            Errno::ENOMEM => "cannot allocate memory",
-            Errno::EBUSY => "device or resource busy",
-        }
+        errno::static_message(self.raw()).expect("the errno table has words for the exhaustion errnos")
     }
 
-    /// Linux errno number (all architectures cgleak runs on).
+    /// Linux errno number.
     pub fn raw(self) -> i32 {
         match self {
-            Errno::ENOSPC => 28,
-            Errno::ENOMEM => 12,
-            Errno::EBUSY => 16,
+            Errno::ENOSPC => errno::ENOSPC,
+            Errno::ENOMEM => errno::ENOMEM,
+            Errno::EBUSY => errno::EBUSY,
         }
     }
 
     pub fn from_raw(code: i32) -> Option<Errno> {
         Errno::ALL.into_iter().find(|e| e.raw() == code)
+    }
+
+    /// By name ("ENOSPC", as [`Errno::as_str`] writes it).
+    pub fn from_name(name: &str) -> Option<Errno> {
+        errno::code(name).and_then(Errno::from_raw)
     }
 }
 
@@ -638,7 +414,7 @@ impl KernelEra {
             id,
             dying_hold_ids,
             swap_pins_ids: !dying_hold_ids,
-            mkdir_errno_when_full: era_errno(id),
+            mkdir_errno_when_full: if id == EraId::El7 { el7_errno(&r) } else { era_errno(id) },
             mkdir_errno_alternatives: alternatives,
             kmem_opt_in,
             nokmem_supported,
@@ -722,7 +498,7 @@ fn era_errno(id: EraId) -> Errno {
     match id {
         // 3.10 get_new_cssid: -ENOSPC past CSS_ID_MAX.
         EraId::Linux310 => Errno::ENOSPC,
-        // RHEL 3.10.0-1160: mem_cgroup_idr full -> ENOMEM.
+        // RHEL 3.10.0-862+: mem_cgroup_idr full -> ENOMEM (older builds: el7_errno).
         EraId::El7 => Errno::ENOMEM,
         // 4.0-4.6 mem_cgroup_css_online: css->id > MEM_CGROUP_ID_MAX -> -ENOSPC (73f576c04b94 log).
         EraId::Linux40To46 => Errno::ENOSPC,
@@ -732,6 +508,43 @@ fn era_errno(id: EraId) -> Errno {
         EraId::Linux5441To611 => Errno::ENOSPC,
         // 6.12 xarray IDs: EBUSY (measured on 6.12 v2 and 6.18 v1).
         EraId::Linux612Plus => Errno::EBUSY,
+    }
+}
+
+/// How a RHEL/CentOS 7 build hands out memcg IDs (facts §1a, read in the el7 source snapshots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum El7IdScheme {
+    /// 3.10.0-514 and -693: 3.10's css_id, freed only when the memcg is freed; ENOSPC.
+    CssId,
+    /// 3.10.0-862 and later (957, 1062, 1127, 1160): a private mem_cgroup_idr, released only in
+    /// __mem_cgroup_free; idr_alloc failure is ENOMEM.
+    PrivateIdr,
+    /// Older than 514: not checked; assumed css_id.
+    OlderThanChecked(u32),
+    /// No build number.
+    Unknown,
+}
+
+/// The first el7 build with the private mem_cgroup_idr (RHEL 7.5).
+const EL7_PRIVATE_IDR_MIN: u32 = 862;
+/// The oldest el7 build the facts were checked on (RHEL 7.3).
+const EL7_OLDEST_CHECKED: u32 = 514;
+
+fn el7_id_scheme(r: &KernelRelease) -> El7IdScheme {
+    match r.el7_build.as_ref().and_then(|b| b.first()).copied() {
+        Some(b) if b >= EL7_PRIVATE_IDR_MIN => El7IdScheme::PrivateIdr,
+        Some(b) if b >= EL7_OLDEST_CHECKED => El7IdScheme::CssId,
+        Some(b) => El7IdScheme::OlderThanChecked(b),
+        None => El7IdScheme::Unknown,
+    }
+}
+
+/// errno of mkdir on a full ID space by el7 build: ENOSPC up to 693 (css_id), ENOMEM from
+/// 862 (mem_cgroup_idr; ENOSPC too when the kmem ID space runs out first, an alternative).
+fn el7_errno(r: &KernelRelease) -> Errno {
+    match el7_id_scheme(r) {
+        El7IdScheme::CssId | El7IdScheme::OlderThanChecked(_) => Errno::ENOSPC,
+        El7IdScheme::PrivateIdr | El7IdScheme::Unknown => Errno::ENOMEM,
     }
 }
 
@@ -770,19 +583,30 @@ fn classify(r: &KernelRelease, patch: PatchLevel, notes: &mut Vec<String>) -> (E
     let mut alternatives: Vec<Errno> = Vec::new();
     let id = match (r.major, r.minor) {
         // RHEL/CentOS 7 keeps 3.10 with a private mem_cgroup_idr (facts §1).
+        // RHEL/CentOS 7 keeps 3.10 with IDs that dying memcgs never give back (facts §1a);
+        // the errno depends on the build: see [`el7_errno`].
         (3, 10) if r.distro == Distro::El7 => {
-            match r.el7_build.as_ref().and_then(|b| b.first()) {
-                // The facts row is 3.10.0-1160: ENOMEM.
-                Some(b) if *b >= 1160 => {}
-                Some(b) => {
+            match el7_id_scheme(r) {
+                El7IdScheme::CssId => {}
+                El7IdScheme::PrivateIdr => {
                     alternatives.push(Errno::ENOSPC);
+                    notes.push(
+                        "RHEL7 862+ builds allocate memcg IDs from a private mem_cgroup_idr (ENOMEM when it is full); \
+                         a kmem-active memcg also takes an ID from the separate kmem ID space (kmem_limited_groups, \
+                         65535), whose exhaustion fails mkdir with ENOSPC (facts §1a)"
+                            .into(),
+                    );
+                }
+                El7IdScheme::OlderThanChecked(b) => {
+                    alternatives.push(Errno::ENOMEM);
                     notes.push(format!(
-                        "RHEL7 build {b} is older than 3.10.0-1160, the build checked to fail mkdir with ENOMEM: if this build still uses 3.10's css_id, mkdir fails with ENOSPC instead (facts §1)"
+                        "RHEL7 build {b} is older than 3.10.0-514, the oldest build checked: assumed to use 3.10's css_id like 514 \
+                         (ENOSPC when the ID space is full) (facts §1a)"
                     ));
                 }
-                None => {
+                El7IdScheme::Unknown => {
                     alternatives.push(Errno::ENOSPC);
-                    notes.push("RHEL7 build number not readable: mkdir on a full ID space fails with ENOMEM (3.10.0-1160) or ENOSPC (css_id builds); nokmem support unknown (facts §1, §3)".into());
+                    notes.push("RHEL7 build number not readable: mkdir on a full ID space fails with ENOMEM (862+) or ENOSPC (514, 693); nokmem support unknown (facts §1a)".into());
                 }
             }
             EraId::El7
@@ -798,27 +622,20 @@ fn classify(r: &KernelRelease, patch: PatchLevel, notes: &mut Vec<String>) -> (E
             EraId::Linux310
         }
         // 4.4.y: the stable backport of 73f576c04b94 gives it 4.7's ID refcount.
-        (4, 4) => match patch.backport(BACKPORT_44_PRESENT_MIN, BACKPORT_44_ABSENT_MAX, Some(UBUNTU_44_ABSENT_MAX_ABI), Some(UBUNTU_44_PRESENT_MIN_ABI)) {
-            Backport::Present => {
-                notes.push(ubuntu_inference_note(r, patch, "4.4.20"));
-                notes.push("4.4.20 and later carry the stable backport of 73f576c04b94 (in linux-4.4.y since Aug 2016): dying memcgs release their IDs as on 4.7+".into());
-                EraId::Linux47To5440
-            }
-            Backport::Absent => {
-                notes.push(ubuntu_inference_note(r, patch, "4.4.20"));
-                EraId::Linux40To46
-            }
-            Backport::Unsure => {
-                exact = false;
-                alternatives.push(Errno::ENOMEM);
-                notes.push(format!(
-                    "{}: cannot tell whether this 4.4 kernel has the backport of 73f576c04b94 (4.4.y got it in 4.4.18-4.4.20): assuming it does not, so dying memcgs may keep their IDs and mkdir fails with ENOSPC; with the backport IDs are released and mkdir fails with ENOMEM{}",
-                    r.raw,
-                    hint_advice(r)
-                ));
-                EraId::Linux40To46
-            }
-        },
+        (4, 4) => StableFix {
+            min_patch: BACKPORT_44_PRESENT_MIN,
+            absent_max_patch: BACKPORT_44_ABSENT_MAX,
+            ubuntu_absent_max: Some(UBUNTU_44_ABSENT_MAX_ABI),
+            ubuntu_present_min: Some(UBUNTU_44_PRESENT_MIN_ABI),
+            first: "4.4.18",
+            with: EraId::Linux47To5440,
+            without: EraId::Linux40To46,
+            with_note: "4.4.18 and later carry the stable backport of 73f576c04b94 (in linux-4.4.y since Aug 2016): dying memcgs release their IDs as on 4.7+",
+            without_note: "",
+            unsure_alternative: Errno::ENOMEM,
+            unsure_why: "cannot tell whether this 4.4 kernel has the backport of 73f576c04b94 (4.4.y got it in 4.4.18, Ubuntu xenial in 4.4.0-37): assuming it does not, so dying memcgs may keep their IDs and mkdir fails with ENOSPC; with the backport IDs are released and mkdir fails with ENOMEM",
+        }
+        .place(r, patch, &mut exact, &mut alternatives, notes),
         // 4.0 .. 4.6: dying memcgs pin css->id; no id refcount before 73f576c04b94 (4.7).
         (4, 0..=6) => EraId::Linux40To46,
         // 4.19.123 (2020-05-14) did not take 11d6761218d1; no later 4.19.y backport was found.
@@ -830,49 +647,40 @@ fn classify(r: &KernelRelease, patch: PatchLevel, notes: &mut Vec<String>) -> (E
         // 4.7 .. 5.3: ID refcount (73f576c04b94) and ENOMEM.
         (4, _) | (5, 0..=3) => EraId::Linux47To5440,
         // 5.4.y: 11d6761218d1 arrived in 5.4.41.
-        (5, 4) => match patch.backport(ERRNO_FIX_54_MIN, ERRNO_FIX_54_MIN - 1, Some(UBUNTU_54_ABSENT_MAX_ABI), Some(UBUNTU_54_PRESENT_MIN_ABI)) {
-            Backport::Present => {
-                notes.push(ubuntu_inference_note(r, patch, "5.4.41"));
-                EraId::Linux5441To611
-            }
-            Backport::Absent => {
-                notes.push(ubuntu_inference_note(r, patch, "5.4.41"));
-                EraId::Linux47To5440
-            }
-            Backport::Unsure => {
-                exact = false;
-                alternatives.push(Errno::ENOSPC);
-                notes.push(format!(
-                    "{}: cannot tell whether this 5.4 kernel is 5.4.41 or later (11d6761218d1): mkdir on a full ID space fails with ENOMEM before it and ENOSPC after; dying memcgs release their IDs either way{}",
-                    r.raw,
-                    hint_advice(r)
-                ));
-                EraId::Linux47To5440
-            }
-        },
+        (5, 4) => StableFix {
+            min_patch: ERRNO_FIX_54_MIN,
+            absent_max_patch: ERRNO_FIX_54_MIN - 1,
+            ubuntu_absent_max: Some(UBUNTU_54_ABSENT_MAX_ABI),
+            ubuntu_present_min: Some(UBUNTU_54_PRESENT_MIN_ABI),
+            first: "5.4.41",
+            with: EraId::Linux5441To611,
+            without: EraId::Linux47To5440,
+            with_note: "",
+            without_note: "",
+            unsure_alternative: Errno::ENOSPC,
+            unsure_why: "cannot tell whether this 5.4 kernel is 5.4.41 or later (11d6761218d1): mkdir on a full ID space fails with ENOMEM before it and ENOSPC after; dying memcgs release their IDs either way",
+        }
+        .place(r, patch, &mut exact, &mut alternatives, notes),
         // 5.5.y ended with 5.5.19 (2020-04-21), before 11d6761218d1 reached 5.7-rc5 (2020-05-10): ENOMEM.
         (5, 5) => {
             notes.push("5.5.y never received 11d6761218d1: mkdir on a full ID space fails with ENOMEM, as on 4.7-5.4.40".into());
             EraId::Linux47To5440
         }
-        // 5.6.y: 11d6761218d1 arrived in 5.6.13.
-        (5, 6) => match patch.backport(ERRNO_FIX_56_MIN, ERRNO_FIX_56_MIN - 1, None, None) {
-            Backport::Present => EraId::Linux5441To611,
-            Backport::Absent => {
-                notes.push("5.6 before 5.6.13 lacks 11d6761218d1: mkdir on a full ID space fails with ENOMEM, as on 4.7-5.4.40".into());
-                EraId::Linux47To5440
-            }
-            Backport::Unsure => {
-                exact = false;
-                alternatives.push(Errno::ENOSPC);
-                notes.push(format!(
-                    "{}: cannot tell whether this 5.6 kernel is 5.6.13 or later (11d6761218d1): mkdir on a full ID space fails with ENOMEM before it and ENOSPC after{}",
-                    r.raw,
-                    hint_advice(r)
-                ));
-                EraId::Linux47To5440
-            }
-        },
+        // 5.6.y: 11d6761218d1 arrived in 5.6.13 (no Ubuntu ABI windows: an Ubuntu 5.6 is unsure).
+        (5, 6) => StableFix {
+            min_patch: ERRNO_FIX_56_MIN,
+            absent_max_patch: ERRNO_FIX_56_MIN - 1,
+            ubuntu_absent_max: None,
+            ubuntu_present_min: None,
+            first: "5.6.13",
+            with: EraId::Linux5441To611,
+            without: EraId::Linux47To5440,
+            with_note: "",
+            without_note: "5.6 before 5.6.13 lacks 11d6761218d1: mkdir on a full ID space fails with ENOMEM, as on 4.7-5.4.40",
+            unsure_alternative: Errno::ENOSPC,
+            unsure_why: "cannot tell whether this 5.6 kernel is 5.6.13 or later (11d6761218d1): mkdir on a full ID space fails with ENOMEM before it and ENOSPC after",
+        }
+        .place(r, patch, &mut exact, &mut alternatives, notes),
         // 5.7 .. 6.11: 11d6761218d1 is upstream from 5.7-rc5: ENOSPC.
         (5, _) | (6, 0..=11) => EraId::Linux5441To611,
         // 6.12+: xarray IDs, EBUSY (measured on 6.12 and 6.18).
@@ -890,6 +698,45 @@ fn classify(r: &KernelRelease, patch: PatchLevel, notes: &mut Vec<String>) -> (E
     }
     notes.retain(|n| !n.is_empty());
     (id, exact, alternatives)
+}
+
+/// A fix that reached a stable series at some patch level, and what [`classify`] says of a
+/// release of that series: placed after it, before it, or unsure (then the era without it).
+struct StableFix {
+    /// [`PatchLevel::backport`]'s bounds.
+    min_patch: u32,
+    absent_max_patch: u32,
+    ubuntu_absent_max: Option<u32>,
+    ubuntu_present_min: Option<u32>,
+    /// The upstream version that first carries it, named when an Ubuntu ABI number placed the release.
+    first: &'static str,
+    with: EraId,
+    without: EraId,
+    /// Said of a release placed after, or before, the fix ("": nothing).
+    with_note: &'static str,
+    without_note: &'static str,
+    /// When unsure: the errno of the other side, and why (after "<release>: ").
+    unsure_alternative: Errno,
+    unsure_why: &'static str,
+}
+
+impl StableFix {
+    fn place(&self, r: &KernelRelease, patch: PatchLevel, exact: &mut bool, alternatives: &mut Vec<Errno>, notes: &mut Vec<String>) -> EraId {
+        let (id, note) = match patch.backport(self.min_patch, self.absent_max_patch, self.ubuntu_absent_max, self.ubuntu_present_min) {
+            Backport::Present => (self.with, self.with_note),
+            Backport::Absent => (self.without, self.without_note),
+            Backport::Unsure => {
+                *exact = false;
+                alternatives.push(self.unsure_alternative);
+                notes.push(format!("{}: {}{}", r.raw, self.unsure_why, hint_advice(r)));
+                return self.without;
+            }
+        };
+        // Empty when the patch level itself placed it (classify drops empty notes).
+        notes.push(ubuntu_inference_note(r, patch, self.first));
+        notes.push(note.to_string());
+        id
+    }
 }
 
 /// A note when an Ubuntu ABI number, not a patch level, placed the release.
@@ -922,126 +769,6 @@ mod tests {
 
     fn release(s: &str) -> KernelRelease {
         KernelRelease::parse(s).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    // ---- parsing ----
-
-    #[test]
-    fn parses_el7_957() {
-        let r = release("3.10.0-957.27.2.el7.x86_64");
-        assert_eq!((r.major, r.minor, r.patch), (3, 10, 0));
-        assert_eq!(r.el7_build, Some(vec![957, 27, 2]));
-        assert_eq!(r.distro, Distro::El7);
-        assert_eq!(r.raw, "3.10.0-957.27.2.el7.x86_64");
-    }
-
-    #[test]
-    fn parses_el7_1160_and_1062() {
-        assert_eq!(release("3.10.0-1160.el7.x86_64").el7_build, Some(vec![1160]));
-        assert_eq!(release("3.10.0-1062.el7.x86_64").el7_build, Some(vec![1062]));
-        assert_eq!(release("3.10.0-1160.119.1.el7.x86_64").el7_build, Some(vec![1160, 119, 1]));
-        assert_eq!(release("3.10.0-1160.el7.centos.plus.x86_64").distro, Distro::El7);
-    }
-
-    #[test]
-    fn parses_vanilla_and_stable() {
-        let r = release("3.10.108");
-        assert_eq!((r.major, r.minor, r.patch, r.distro.clone()), (3, 10, 108, Distro::Vanilla));
-        assert_eq!(r.el7_build, None);
-        let r = release("4.4.131");
-        assert_eq!((r.major, r.minor, r.patch, r.distro), (4, 4, 131, Distro::Vanilla));
-        assert_eq!(release("7.2.0").distro, Distro::Vanilla);
-        assert_eq!(release("6.10.0-rc3").distro, Distro::Vanilla);
-        assert_eq!(release("6.10.0-rc3+").distro, Distro::Vanilla);
-    }
-
-    #[test]
-    fn parses_ubuntu() {
-        let r = release("4.4.0-21-generic");
-        assert_eq!((r.major, r.minor, r.patch, r.distro.clone()), (4, 4, 0, Distro::Ubuntu));
-        assert_eq!(r.abi(), Some(21));
-        let r = release("5.4.0-150-generic");
-        assert_eq!((r.major, r.minor, r.patch, r.distro.clone()), (5, 4, 0, Distro::Ubuntu));
-        assert_eq!(r.abi(), Some(150));
-        assert_eq!(release("5.15.0-1051-aws").distro, Distro::Ubuntu);
-        assert_eq!(release("6.8.0-45-generic-64k").distro, Distro::Ubuntu);
-        assert_eq!(release("5.4.0-1109-azure").distro, Distro::Ubuntu);
-    }
-
-    #[test]
-    fn parses_debian() {
-        for (s, want) in [
-            ("4.9.0-8-amd64", (4, 9, 0)),
-            ("4.19.0-25-amd64", (4, 19, 0)),
-            ("5.10.0-28-amd64", (5, 10, 0)),
-            ("6.1.0-56-cloud-amd64", (6, 1, 0)),
-            ("6.12.117+deb12-cloud-amd64", (6, 12, 117)),
-            ("4.19.0-0.bpo.9-amd64", (4, 19, 0)),
-            ("6.1.0-13-rt-arm64", (6, 1, 0)),
-            ("5.10.0-28-686-pae", (5, 10, 0)),
-        ] {
-            let r = release(s);
-            assert_eq!((r.major, r.minor, r.patch), want, "{s}");
-            assert_eq!(r.distro, Distro::Debian, "{s}");
-            assert_eq!(r.el7_build, None, "{s}");
-        }
-    }
-
-    #[test]
-    fn parses_other() {
-        let r = release("6.18.44-fc-v669");
-        assert_eq!((r.major, r.minor, r.patch, r.distro), (6, 18, 44, Distro::Other));
-        assert_eq!(release("4.18.0-348.el8.x86_64").distro, Distro::Other);
-        // Oracle UEK is not the RHEL7 3.10 kernel.
-        let uek = release("4.14.35-2047.el7uek.x86_64");
-        assert_eq!(uek.distro, Distro::Other);
-        assert_eq!(uek.el7_build, None);
-        assert_eq!(release("5.15.153.1-microsoft-standard-WSL2").distro, Distro::Other);
-    }
-
-    #[test]
-    fn parses_without_patch_and_trims() {
-        let r = release("5.4");
-        assert_eq!((r.major, r.minor, r.patch), (5, 4, 0));
-        assert!(!r.patch_written());
-        let r = release("  6.1.0-13-amd64\n");
-        assert_eq!(r.raw, "6.1.0-13-amd64");
-    }
-
-    #[test]
-    fn rejects_garbage_with_the_input_named() {
-        for s in ["garbage", "", "6", "6.", ".5", "x.y.z", "99999999999.1"] {
-            let e = KernelRelease::parse(s).expect_err(s);
-            assert_eq!(e.input, s);
-            let shown = e.to_string();
-            assert!(shown.starts_with(&format!("kernel release {s:?}: ")), "{shown}");
-        }
-        let e = KernelRelease::parse("garbage").unwrap_err();
-        assert!(e.to_string().starts_with("kernel release \"garbage\": expected MAJOR.MINOR[.PATCH]"), "{e}");
-    }
-
-    #[test]
-    fn at_least_compares_all_three_numbers() {
-        let r = release("4.4.131");
-        assert!(r.at_least(4, 4, 131));
-        assert!(r.at_least(4, 4, 20));
-        assert!(r.at_least(3, 99, 99));
-        assert!(!r.at_least(4, 4, 132));
-        assert!(!r.at_least(4, 5, 0));
-    }
-
-    #[test]
-    fn upstream_hints() {
-        assert_eq!(upstream_version_from_hint("Ubuntu 5.4.0-150.167-generic 5.4.233\n"), Some((5, 4, 233)));
-        assert_eq!(
-            upstream_version_from_hint(
-                "Linux version 4.19.0-25-amd64 (debian-kernel@lists.debian.org) (gcc version 8.3.0 (Debian 8.3.0-6)) #1 SMP Debian 4.19.289-2 (2023-08-08)"
-            ),
-            Some((4, 19, 289))
-        );
-        assert_eq!(upstream_version_from_hint("#1 SMP PREEMPT_DYNAMIC Debian 6.1.153-1 (2025-09-20)"), Some((6, 1, 153)));
-        assert_eq!(upstream_version_from_hint("Linux version 6.18.44 (root@host) #1 SMP"), None);
-        assert_eq!(upstream_version_from_hint(""), None);
     }
 
     // ---- the answers for one release ----
@@ -1173,16 +900,41 @@ mod tests {
     }
 
     #[test]
-    fn el7_1160_is_certain_enomem() {
-        assert_era("3.10.0-1160.el7.x86_64", expect! {
+    fn el7_1160_is_enomem_or_the_kmem_id_space() {
+        let e = assert_era("3.10.0-1160.el7.x86_64", expect! {
             id: EraId::El7,
             exact: true,
             mkdir_errno_when_full: Errno::ENOMEM,
-            mkdir_errno_alternatives: vec![],
+            mkdir_errno_alternatives: vec![Errno::ENOSPC],
             nokmem_supported: true,
             dying_hold_ids: true,
             count_v1: DyingCountMethod::NotCountable,
         });
+        assert!(e.notes.iter().any(|n| n.contains("kmem_limited_groups")), "{:?}", e.notes);
+    }
+
+    #[test]
+    fn el7_errno_by_build() {
+        for (release, errno, alternatives) in [
+            ("3.10.0-514.el7.x86_64", Errno::ENOSPC, vec![]),
+            ("3.10.0-514.26.2.el7.x86_64", Errno::ENOSPC, vec![]),
+            ("3.10.0-693.21.1.el7.x86_64", Errno::ENOSPC, vec![]),
+            ("3.10.0-862.el7.x86_64", Errno::ENOMEM, vec![Errno::ENOSPC]),
+            ("3.10.0-957.27.2.el7.x86_64", Errno::ENOMEM, vec![Errno::ENOSPC]),
+            ("3.10.0-1062.18.1.el7.x86_64", Errno::ENOMEM, vec![Errno::ENOSPC]),
+            ("3.10.0-1127.el7.x86_64", Errno::ENOMEM, vec![Errno::ENOSPC]),
+            ("3.10.0-327.el7.x86_64", Errno::ENOSPC, vec![Errno::ENOMEM]),
+        ] {
+            assert_era(release, expect! {
+                id: EraId::El7,
+                exact: true,
+                dying_hold_ids: true,
+                mkdir_errno_when_full: errno,
+                mkdir_errno_alternatives: alternatives,
+                kmem_opt_in: true,
+                nokmem_supported: release.contains("-1062") || release.contains("-1127"),
+            });
+        }
     }
 
     #[test]
@@ -1257,16 +1009,16 @@ mod tests {
             "4.4.17",
             expect! { id: EraId::Linux40To46, exact: true, dying_hold_ids: true, mkdir_errno_when_full: Errno::ENOSPC },
         );
-        for s in ["4.4.18", "4.4.19"] {
+        // 4.4.18 is the first stable release with the backport of 73f576c04b94 (facts §1a).
+        for s in ["4.4.18", "4.4.19", "4.4.20", "4.4.302"] {
             assert_era(s, expect! {
-                id: EraId::Linux40To46,
-                exact: false,
-                // The safe side.
-                dying_hold_ids: true,
-                errno_possible: vec![Errno::ENOSPC, Errno::ENOMEM],
+                id: EraId::Linux47To5440,
+                exact: true,
+                dying_hold_ids: false,
+                mkdir_errno_when_full: Errno::ENOMEM,
+                nokmem_supported: false,
             });
         }
-        assert_era("4.4.20", expect! { id: EraId::Linux47To5440, exact: true, dying_hold_ids: false });
     }
 
     #[test]
@@ -1289,15 +1041,21 @@ mod tests {
     #[test]
     fn ubuntu_4_4_abi_windows() {
         assert_era("4.4.0-210-generic", expect! { id: EraId::Linux47To5440, exact: true, dying_hold_ids: false });
-        assert_era("4.4.0-45-generic", expect! {
+        // xenial 4.4.0-37 and later carry the backport (facts §1a).
+        assert_era("4.4.0-37-generic", expect! { id: EraId::Linux47To5440, exact: true, dying_hold_ids: false });
+        assert_era("4.4.0-31-generic", expect! { id: EraId::Linux40To46, exact: true, dying_hold_ids: true });
+        assert_era("4.4.0-34-generic", expect! {
             id: EraId::Linux40To46,
             exact: false,
             dying_hold_ids: true,
             mkdir_errno_alternatives: vec![Errno::ENOMEM],
         });
         // The upstream version settles it.
-        let hint = "Ubuntu 4.4.0-45.66-generic 4.4.21";
-        let e = KernelEra::from_release_with_hint(release("4.4.0-45-generic"), Some(hint));
+        let hint = "Ubuntu 4.4.0-34.53-generic 4.4.15";
+        let e = KernelEra::from_release_with_hint(release("4.4.0-34-generic"), Some(hint));
+        check_era(hint, &e, &expect! { id: EraId::Linux40To46, exact: true });
+        let hint = "Ubuntu 4.4.0-36.55-generic 4.4.19";
+        let e = KernelEra::from_release_with_hint(release("4.4.0-36-generic"), Some(hint));
         check_era(hint, &e, &expect! { id: EraId::Linux47To5440, exact: true });
     }
 
@@ -1609,7 +1367,9 @@ mod tests {
         assert_eq!(Errno::from_raw(22), None);
         for e in Errno::ALL {
             assert_eq!(Errno::from_raw(e.raw()), Some(e));
+            assert_eq!(Errno::from_name(e.as_str()), Some(e));
         }
+        assert_eq!(Errno::from_name("EINVAL"), None);
     }
 
     fn json<T: Serialize>(v: &T) -> String {

@@ -1,0 +1,11 @@
+//! Arbitrary bytes as /etc/default/grub as grub-mkconfig sources it (GRUB_CMDLINE_LINUX): `fix nokmem`'s edit keeps the
+//! property of common/nokmem_edit.rs.
+#![no_main]
+
+use cgleak_actions::fix::nokmem::BootFile;
+use libfuzzer_sys::fuzz_target;
+
+#[path = "common/nokmem_edit.rs"]
+mod nokmem_edit;
+
+fuzz_target!(|data: &[u8]| nokmem_edit::check(BootFile::GrubDefault, data));
