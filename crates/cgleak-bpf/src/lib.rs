@@ -109,6 +109,10 @@ pub struct MemcgWalk {
     /// Memory zones per node and NUMA nodes whose LRU sizes were summed.
     pub lru_zones: u32,
     pub numa_nodes: u32,
+    /// The multi-gen LRU was on (`/sys/kernel/mm/lru_gen/enabled`): it counts its pages per
+    /// generation and leaves the classic per-zone LRU sizes at 0 (include/linux/mm_inline.h,
+    /// lru_gen_update_size; measured in the 6.12 guest), so no memcg has LRU figures.
+    pub mglru: bool,
 }
 
 impl MemcgWalk {
@@ -148,7 +152,8 @@ impl Walker {
         }
         let placed = record::place(records)?;
         let page_size = page_size();
-        let memcgs = placed.into_iter().map(|p| to_record(p, raw.version, page_size)).collect();
+        let mglru = self.mglru_enabled();
+        let memcgs = placed.into_iter().map(|p| to_record(p, raw.version, page_size, !mglru)).collect();
         Ok(MemcgWalk {
             version: raw.version,
             memcgs,
@@ -160,6 +165,7 @@ impl Walker {
             page_size,
             lru_zones: raw.summary.lru_zones,
             numa_nodes: raw.summary.nodes,
+            mglru,
         })
     }
 }
@@ -174,11 +180,12 @@ fn page_size() -> u64 {
     }
 }
 
-fn to_record(p: record::Placed, version: CgroupVersion, page_size: u64) -> MemcgRecord {
+/// `lru_sizes`: the per-zone LRU sizes count the memcg's pages (no multi-gen LRU).
+fn to_record(p: record::Placed, version: CgroupVersion, page_size: u64, lru_sizes: bool) -> MemcgRecord {
     use std::os::unix::ffi::OsStringExt;
     let r = p.raw;
     let bytes = |pages: u64| pages.saturating_mul(page_size);
-    let lru = r.have & record::HAVE_LRU != 0;
+    let lru = lru_sizes && r.have & record::HAVE_LRU != 0;
     MemcgRecord {
         path: p.path,
         name: OsString::from_vec(r.name),
