@@ -113,7 +113,6 @@ impl Walker {
         // BTF first: without it nothing else matters.
         let (btf, attach_btf_id) = self.kernel_btf()?;
         let (dir, version) = open_hierarchy(&self.memory_root)?;
-        flush_stats(dir.as_fd());
         preflight(&self.sys)?;
         let nodes = possible_nodes(&self.sys);
         let mut ring = self.ring_bytes;
@@ -291,30 +290,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// Bring the per-memcg statistics the walk reads up to date. The kernel keeps them per CPU
-/// and folds them into each memcg (rstat) lazily: every 2 s, or when someone reads a
-/// `memory.stat` after enough changes (mm/memcontrol.c, mem_cgroup_flush_stats). Pages a
-/// memcg charged in the last 2 s would otherwise be missing from its figures (measured in
-/// the 6.12 v2 guest: 0 file bytes right after the write, where the page counter had them).
-/// Reading the hierarchy root's `memory.stat` (v1, and v2 where the root has one) flushes
-/// the whole tree; where it cannot be read the figures are at most 2 s old.
-fn flush_stats(dir: std::os::fd::BorrowedFd<'_>) {
-    // SAFETY: a valid directory fd and a NUL-terminated name; the fd returned is owned below.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c"memory.stat".as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return;
-    }
-    // SAFETY: openat returned a new fd that nothing else owns.
-    let mut f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    // The read is what flushes; the text (a few KiB) is not needed. At most 64 KiB.
-    let mut buf = [0u8; 16 * 1024];
-    for _ in 0..4 {
-        if !matches!(f.read(&mut buf), Ok(n) if n > 0) {
-            break;
-        }
-    }
 }
 
 fn open_hierarchy(path: &Path) -> Result<(OwnedFd, CgroupVersion), Unavailable> {
