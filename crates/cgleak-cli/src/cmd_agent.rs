@@ -21,6 +21,7 @@ use cgleak_model::memcg_memory::MemcgMemory;
 use cgleak_model::verdict::NodeFacts;
 use cgleak_readers::duration::human_duration;
 
+use crate::agent::dying::DyingNamer;
 use crate::agent::reclaim::{self, AgentReclaim, ReclaimSlab};
 use crate::agent::reporter::Kubernetes;
 use crate::agent::sampler::Sampler;
@@ -69,6 +70,15 @@ pub struct AgentArgs {
     /// pod, when first and last seen and when its directory vanished, for `cgleak dying`).
     #[arg(long)]
     pub no_memcg_memory: bool,
+    /// Do not name the dying memcgs with the BPF walk (cgleak_memcg_dying_pinned_bytes and
+    /// cgleak_memcg_dying_by_parent are then left out). The walk runs as a child
+    /// (`cgleak status --dying`) when the dying count changed and at least every
+    /// --dying-every samples; it needs BTF (6.1+) and CAP_BPF with CAP_PERFMON.
+    #[arg(long)]
+    pub no_bpf: bool,
+    /// Samples between two BPF walks at most, when the dying count does not change.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dying_every: u32,
     /// Report to the Kubernetes API: the MemcgExhaustion node condition and Events.
     #[arg(long)]
     pub kubernetes: bool,
@@ -173,6 +183,9 @@ pub fn run(g: &GlobalArgs, a: &AgentArgs) -> Result<u8, Failure> {
     let store = HistoryStore::open(&history, a.history_capacity, &mut note);
     let memory = (!a.no_memcg_memory).then(|| MemcgMemory::open(&history.dir, boot_id(&host), &mut note));
     let reclaim_totals = reclaimer.as_ref().map(AgentReclaim::totals);
+    // This binary, as the kernel knows it (a path that still works after an upgrade replaced
+    // the file on disk is /proc/self/exe).
+    let namer = (!a.no_bpf).then(|| DyingNamer::new(PathBuf::from("/proc/self/exe"), g.host_root.clone(), a.dying_every));
     let shared = Arc::new(Mutex::new(Shared { incidents: (!a.no_logs).then(IncidentCounts::new), reclaim: reclaim_totals, ..Shared::default() }));
     let limits = http::Limits { max_connections: a.max_connections.into(), ..http::Limits::default() };
     let endpoint = http::Endpoint::new(Arc::new(AgentEndpoints { shared: Arc::clone(&shared), interval: a.interval }), token, limits);
@@ -197,6 +210,9 @@ pub fn run(g: &GlobalArgs, a: &AgentArgs) -> Result<u8, Failure> {
         let mut sampler = Sampler::new(store, kube.is_some().then(|| NodeFacts::read(&host)));
         if let Some(m) = memory {
             sampler = sampler.with_memory(m);
+        }
+        if let Some(n) = namer {
+            sampler = sampler.with_namer(n);
         }
         let mut next = Instant::now();
         while !stop.load(Ordering::Relaxed) {

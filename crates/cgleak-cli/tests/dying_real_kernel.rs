@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use common::agent::{agent_command, free_port, scrape, scrape_until, stop, Agent};
+use common::prom::{assert_promtool_accepts, has_series, sample};
 use common::kernel::{assert_not_tmpfs, assert_root, cgleak, describe, json_of, memory_mount, poll, serial, spawn_writer_in, ScratchCgroup};
 
 const MIB: u64 = 1 << 20;
@@ -117,6 +119,37 @@ fn real_kernel_dying_names_pods_and_pinned_bytes_and_forgets_freed_ones() {
     let ours_pinned: u64 = rows.iter().map(|r| r["pinned_bytes"].as_u64().unwrap()).sum();
     assert!(st["dying_named"].as_u64().is_some_and(|n| n >= rows.len() as u64), "{:#}", st["dying_named"]);
     assert!(st["dying_pinned_bytes"].as_u64().is_some_and(|b| b >= ours_pinned * 9 / 10), "{:#} < {ours_pinned}", st["dying_pinned_bytes"]);
+    // Ours by their parent cut to two components: 3 pods (parent <scratch>/kubepods/burstable)
+    // and their 3 containers (parent .../pod<uid>) all count under "<scratch>/kubepods".
+    let parent = format!("{}/kubepods", scratch.name);
+    let by_parent = st["dying_by_parent"].as_array().unwrap_or_else(|| panic!("dying_by_parent: {st:#}"));
+    let ours_n = by_parent.iter().find(|p| p["parent"] == parent.as_str()).and_then(|p| p["memcgs"].as_u64());
+    assert_eq!(ours_n, Some(6), "{by_parent:#?}");
+
+    // The agent exports the same from its own walk (a child `status --dying`), from its
+    // first sample; with --no-bpf the two families are left out.
+    let series = format!("cgleak_memcg_dying_by_parent{{parent=\"{parent}\"}}");
+    for no_bpf in [false, true] {
+        let state = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let extra: &[&str] = if no_bpf { &["--no-logs", "--no-memcg-memory", "--no-bpf"] } else { &["--no-logs", "--no-memcg-memory"] };
+        let a = Agent::spawn(&mut agent_command(Path::new("/"), state.path(), "1s", &format!("127.0.0.1:{port}"), extra), port).keeping(state);
+        if no_bpf {
+            let text = scrape_until(&a, "two censuses", Duration::from_secs(30), |t| sample(t, "cgleak_memcg_live").is_some());
+            std::thread::sleep(Duration::from_millis(2500));
+            let text = scrape(a.port).unwrap_or(text);
+            assert!(!has_series(&text, "cgleak_memcg_dying_pinned_bytes") && !text.contains("cgleak_memcg_dying_by_parent"), "--no-bpf:\n{text}");
+        } else {
+            let text = scrape_until(&a, &series, Duration::from_secs(30), |t| sample(t, &series) == Some(6.0));
+            assert_promtool_accepts(&text);
+            let pinned = sample(&text, "cgleak_memcg_dying_pinned_bytes").expect("cgleak_memcg_dying_pinned_bytes");
+            assert!(pinned >= (ours_pinned * 9 / 10) as f64, "{pinned} < {ours_pinned}");
+            let parents = text.lines().filter(|l| l.starts_with("cgleak_memcg_dying_by_parent{")).count();
+            assert!((1..=21).contains(&parents), "bounded: {parents} series\n{text}");
+        }
+        let err = stop(a);
+        assert!(!err.contains("not named"), "the walk ran in the agent: {err}");
+    }
 
     // Deleting the files frees their pages, and with them the memcgs.
     drop(files);

@@ -533,7 +533,7 @@ pub fn pod_cgroup(host: &HostPaths, root: &Path, uid: &str) -> Option<String> {
 }
 
 /// What `status` shows of the dying memcgs, only where naming them is cheap (the BPF walk).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DyingSummary {
     pub named: u64,
     pub pinned_bytes: u64,

@@ -16,6 +16,7 @@ use cgleak_model::verdict::{check, NodeFacts};
 use cgleak_readers::cgroupfs::WalkCache;
 use cgleak_readers::HostPaths;
 
+use super::dying::DyingNamer;
 use super::shared::{lock, now_unix, Shared};
 use crate::render::note;
 
@@ -52,11 +53,19 @@ pub struct Sampler {
     /// The memory of memcgs (inodes, paths, when each was last seen and gone), told of every
     /// memcg by the census walk; None with --no-memcg-memory.
     memory: Option<MemcgMemory>,
+    /// The BPF walk of the dying memcgs, in a child; None with --no-bpf.
+    namer: Option<DyingNamer>,
 }
 
 impl Sampler {
     pub fn new(history: HistoryStore, node: Option<NodeFacts>) -> Sampler {
-        Sampler { inputs: SteadyInputs::default(), history, node, memory: None }
+        Sampler { inputs: SteadyInputs::default(), history, node, memory: None, namer: None }
+    }
+
+    /// Name the dying memcgs with `namer` (the BPF walk in a child) when it is due.
+    pub fn with_namer(mut self, namer: DyingNamer) -> Sampler {
+        self.namer = Some(namer);
+        self
     }
 
     /// Remember every memcg each census sees in `memory`, saved after each sample that
@@ -89,7 +98,16 @@ impl Sampler {
                 return;
             }
         };
+        let dying = census.memcg.dying;
         let summary = self.record(census, started.elapsed(), now_unix(), shared);
+        // After the census is served: the walk (tens of ms) delays nothing on /metrics.
+        if let Some(n) = &mut self.namer {
+            if n.due(dying) {
+                let r = n.walk();
+                n.tell(&r);
+                lock(shared).dying = r.ok();
+            }
+        }
         if let (Some(k), Some(s)) = (kube, summary) {
             k.submit(s);
         }

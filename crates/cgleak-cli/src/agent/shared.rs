@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cgleak_model::census::Census;
+use cgleak_model::dying::DyingSummary;
 use cgleak_model::forecast::Forecast;
 use cgleak_model::incidents::Incident;
 
@@ -26,6 +27,9 @@ pub struct Shared {
     pub pending_incidents: Vec<Incident>,
     /// None without --reclaim-every: the cgleak_reclaim_* metrics are left out.
     pub reclaim: Option<ReclaimTotals>,
+    /// The dying memcgs the last BPF walk named; None (the two families left out) with
+    /// --no-bpf or where it cannot run.
+    pub dying: Option<DyingSummary>,
 }
 
 pub fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -73,8 +77,9 @@ impl http::Endpoints for AgentEndpoints {
 fn render_metrics(shared: &Mutex<Shared>) -> Option<String> {
     let s = lock(shared);
     let census = s.census.as_ref()?;
-    Some(metrics::exposition_with(
+    Some(metrics::exposition_all(
         &MetricsInput { census, forecast: s.forecast.as_ref(), incidents: s.incidents.as_ref(), sample_duration: s.sample_duration },
         s.reclaim.as_ref(),
+        s.dying.as_ref(),
     ))
 }
