@@ -8,7 +8,6 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -81,25 +80,9 @@ impl Drop for Scratch {
 /// dd, run inside `cgroup`, writes `bytes` to `file` and fsyncs it: its page cache is
 /// charged to that memcg. The cgroup is left empty when dd exits.
 fn write_from(cgroup: &Path, file: &Path, bytes: u64) {
-    let procs = CString::new(cgroup.join("cgroup.procs").to_str().unwrap()).unwrap();
     let mut cmd = Command::new("dd");
     cmd.arg("if=/dev/zero").arg(format!("of={}", file.display())).arg("bs=1M").arg(format!("count={}", bytes / MIB)).arg("conv=fsync").arg("status=none");
-    // SAFETY: between fork and exec only open/write/close, which are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = io::Error::last_os_error();
-            libc::close(fd);
-            if n != 1 {
-                return Err(err);
-            }
-            Ok(())
-        });
-    }
+    cgleak_fixtures::spawn::join_cgroup_before_exec(&mut cmd, cgroup);
     let st = cmd.status().expect("run dd");
     assert!(st.success(), "dd in {} writing {}: {st}", cgroup.display(), file.display());
 }

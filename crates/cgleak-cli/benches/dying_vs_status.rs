@@ -20,7 +20,6 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
@@ -81,25 +80,9 @@ fn assert_not_tmpfs(dir: &Path) -> Result<(), String> {
 /// `head -c 4096 /dev/zero > file`, run in cgroup `cg` (it joins before exec).
 fn write_in(cg: &Path, file: &Path) -> Result<(), String> {
     let out = fs::File::create(file).map_err(|e| format!("create {}: {e}", file.display()))?;
-    let procs = CString::new(cg.join("cgroup.procs").as_os_str().as_bytes()).map_err(|e| e.to_string())?;
     let mut cmd = Command::new("head");
     cmd.args(["-c", &FILE_BYTES.to_string(), "/dev/zero"]).stdin(Stdio::null()).stdout(out);
-    // SAFETY: only open/write/close (async-signal-safe) on memory prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = io::Error::last_os_error();
-            libc::close(fd);
-            if n != 1 {
-                return Err(err);
-            }
-            Ok(())
-        });
-    }
+    cgleak_fixtures::spawn::join_cgroup_before_exec(&mut cmd, cg);
     let st = cmd.status().map_err(|e| format!("head in {}: {e}", cg.display()))?;
     if !st.success() {
         return Err(format!("head in {}: {st}", cg.display()));

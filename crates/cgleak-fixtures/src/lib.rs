@@ -12,6 +12,7 @@ pub mod host;
 pub mod ids;
 pub mod k8s;
 pub mod slab;
+pub mod spawn;
 pub mod write;
 
 use std::path::{Path, PathBuf};

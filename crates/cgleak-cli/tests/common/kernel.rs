@@ -15,7 +15,6 @@ use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -402,25 +401,7 @@ pub fn spawn_in(cg: &Path, program: &str, args: &[&str]) -> Child {
 
 /// Make the child move itself into `cg` (writing 0 to its cgroup.procs) before it execs.
 fn join_before_exec(cmd: &mut Command, cg: &Path) {
-    let procs = CString::new(cg.join("cgroup.procs").as_os_str().as_bytes()).expect("cgroup path without NUL");
-    // SAFETY: the closure only calls open/write/close (async-signal-safe) on memory
-    // prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // "0" is the writer itself (cgroup_procs_write_start).
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = io::Error::last_os_error();
-            libc::close(fd);
-            if n != 1 {
-                return Err(err);
-            }
-            Ok(())
-        });
-    }
+    cgleak_fixtures::spawn::join_cgroup_before_exec(cmd, cg);
 }
 
 /// Run `head` once from the test's own cgroup, so its pages are cached (and charged)
