@@ -22,7 +22,7 @@ pub const NAME_MAX: usize = 255;
 /// The longest record, and what the ring buffer needs per memcg at most (with its 8-byte
 /// header and 8-byte alignment).
 pub const RECORD_MAX: usize = HEADER_BYTES + NAME_MAX;
-pub const RING_BYTES_PER_RECORD_MAX: usize = 8 + (RECORD_MAX + 7) / 8 * 8;
+pub const RING_BYTES_PER_RECORD_MAX: usize = 8 + RECORD_MAX.div_ceil(8) * 8;
 /// `sizeof(struct walk_summary)`.
 pub const SUMMARY_BYTES: usize = 64;
 
@@ -135,7 +135,7 @@ pub fn parse_record(b: &[u8], offset: usize) -> Result<(RawMemcg, usize), Record
         return Err(err(offset, format!("{} bytes left, a record header needs {HEADER_BYTES}", b.len())));
     }
     let len = u16_at(b, offsets::LEN) as usize;
-    if len < HEADER_BYTES || len > RECORD_MAX {
+    if !(HEADER_BYTES..=RECORD_MAX).contains(&len) {
         return Err(err(offset, format!("length {len} outside {HEADER_BYTES}..={RECORD_MAX}")));
     }
     if len > b.len() {

@@ -73,9 +73,9 @@ pub fn read_fd_string(fd: OwnedFd, path: &Path, cap: u64) -> Result<String> {
 
 /// `1 MiB`, `64 KiB`, `512 bytes`.
 pub fn human_bytes(n: u64) -> String {
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
-    } else if n >= KIB && n % KIB == 0 {
+    } else if n >= KIB && n.is_multiple_of(KIB) {
         format!("{} KiB", n / KIB)
     } else {
         format!("{n} bytes")

@@ -470,7 +470,7 @@ mod tests {
     fn a_fifo_in_place_of_the_device_is_refused() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("dev")).unwrap();
-        rustix::fs::mknodat(rustix::fs::CWD, &d.path().join("dev/kmsg"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, d.path().join("dev/kmsg"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
         for follow in [false, true] {
             let e = open(&HostPaths::new(d.path()), follow).err().expect("refused");
             assert!(e.to_string().contains("is a FIFO, not the kernel's log device"), "{e}");

@@ -331,7 +331,7 @@ fn incident_evidence(incidents: &[&Incident]) -> Vec<Evidence> {
     incidents.iter().take(3).map(|i| ev(format!("{}:{}", i.source, i.line), &i.raw)).collect()
 }
 
-/// 9. `memcg_create_failures`: mkdir of a memory cgroup failed within the window, so the
+/// Rule 9: `memcg_create_failures`: mkdir of a memory cgroup failed within the window, so the
 /// node ran out of memcgs whatever the census shows now (it may have recovered since).
 /// `log_incidents`: the kernel's per-memcg slab failures and inotify exhaustion, which
 /// come with leaking cgroups but do not stop pods by themselves. Both from trusted lines
