@@ -5,7 +5,7 @@
 //! `cgleak agent --interval 2s --no-logs --listen 127.0.0.1:<port> --state-dir <tmp>`
 //! through the wait4 launcher for CGLEAK_BENCH_SAMPLES samples, scraping /metrics once per
 //! sample (as Prometheus would) and checking that every census counted what was built.
-//! CPU is utime + stime of /proc/<pid>/stat from the first answered scrape to the last,
+//! CPU is utime + stime (and its children's: the BPF walk) of /proc/<pid>/stat from the first answered scrape to the last,
 //! so start-up is left out; CPU per sample = that / samples (wall time / interval), and the
 //! share at the shipped 30 s interval = CPU per sample / 30 s. Peak RSS is the larger of
 //! VmHWM (read at every scrape) and ru_maxrss from wait4. Missed targets are reported

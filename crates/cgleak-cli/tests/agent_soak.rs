@@ -5,7 +5,8 @@
 //!    under a scratch parent (four created and four removed a second, every other one
 //!    given page cache by a child process first, so removed ones linger as dying
 //!    memcgs). /metrics is scraped every 5 s and must answer every time; the agent's peak
-//!    RSS (VmHWM) must stay under 20 MiB; its CPU share is printed.
+//!    RSS (VmHWM) must stay under 20 MiB; its CPU share is printed. Both agents run the
+//!    node binary of `cargo xtask dist`, the one a node runs.
 //! b) Simulated exhaustion: a fixture host (debian-6.12-v2-dying-subsys, where the root
 //!    cgroup.stat `nr_subsys_memory` is the live memcg count) whose count the test raises
 //!    every second on a noisy line that reaches 65535 at the end of the soak, and an agent
@@ -33,7 +34,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, sleep, JoinHandle};
@@ -101,7 +102,10 @@ impl Agent {
         let stderr = log_dir.join(format!("agent-{name}.stderr"));
         let err = fs::File::create(&stderr).unwrap_or_else(|e| panic!("create {}: {e}", stderr.display()));
         let listen = addr.to_string();
-        let mut cmd = cgleak();
+        // The node binary (cargo xtask dist), as a node runs it: the debug build's own code
+        // and debug info already take about 17 MiB of resident pages (measured), which
+        // would measure the build, not the agent.
+        let mut cmd = Command::new(&common::dist::dist_binary().path);
         cmd.arg("agent")
             .args(extra)
             .args(["--listen", &listen, "--state-dir"])
@@ -153,7 +157,8 @@ impl Agent {
         }
     }
 
-    /// utime + stime in seconds (/proc/<pid>/stat fields 14 and 15).
+    /// utime + stime + cutime + cstime in seconds (/proc/<pid>/stat fields 14 to 17: its
+    /// children's too, where the BPF walk of the dying memcgs runs).
     fn cpu_secs(&self) -> f64 {
         proc_cpu_secs(self.pid()).unwrap_or_else(|| panic!("agent {}: cannot read /proc/{}/stat", self.name, self.pid()))
     }
@@ -231,10 +236,11 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15, cutime 16, cstime 17.
     let rest = &text[text.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let ticks: u64 = [11, 12, 13, 14].iter().map(|&i| f.get(i)?.parse::<u64>().ok()).sum::<Option<u64>>()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Some(ticks as f64 / hz.max(1) as f64)

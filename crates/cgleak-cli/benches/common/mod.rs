@@ -291,13 +291,14 @@ impl Drop for LaunchedDaemon {
     }
 }
 
-/// utime + stime of `pid` in seconds (/proc/<pid>/stat fields 14 and 15).
+/// CPU seconds of `pid` and its waited-for children (the agent's BPF walk runs in one):
+/// utime, stime, cutime and cstime, /proc/<pid>/stat fields 14 to 17.
 pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name (which may hold spaces and parentheses) come field 3 onwards.
     let rest = &text[text.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let ticks = [11, 12, 13, 14].iter().map(|&i| f.get(i)?.parse::<u64>().ok()).sum::<Option<u64>>()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Some(ticks as f64 / hz.max(1) as f64)
