@@ -1,7 +1,7 @@
 //! The agent's memory of memcgs (`<state-dir>/memcg-memory.jsonl`): a memcg whose directory
 //! is removed while the agent runs is remembered gone, with its pod and when
-//! (`cgleak_model::memcg_memory::load_dead`, what `cgleak dying` reads); `--no-memcg-memory`
-//! keeps no memory.
+//! (`cgleak_model::memcg_memory::load_dead`, what `cgleak dying` reads, and with `--no-bpf`
+//! names it by: `source: agent_memory`); `--no-memcg-memory` keeps no memory.
 
 mod common;
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cgleak_model::memcg_memory::{load_dead, MEMORY_FILE};
 use common::agent::{agent_command, free_port, stop, wait_for, Agent};
-use common::kernel::{assert_root, memory_mount, serial, ScratchCgroup};
+use common::kernel::{assert_root, cgleak, describe, json_of, memory_mount, serial, ScratchCgroup};
 
 const UID: &str = "5d1c2b3a-4f5e-4a6b-8c7d-9e0f1a2b3c4d";
 const CONTAINER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -58,6 +58,21 @@ fn real_kernel_a_memcg_removed_while_the_agent_runs_is_remembered_gone_with_its_
     // The pod's own memcg is still there: not gone.
     let pod_inode = fs::metadata(&pod).unwrap().ino();
     assert!(load_dead(state.path()).unwrap().iter().all(|d| d.inode != pod_inode));
+
+    // `cgleak dying --no-bpf` names it from that memory: its path from the hierarchy's root,
+    // its pod and container, and how long ago it went.
+    let out = cgleak()
+        .args(["dying", "--no-bpf", "--top", "100000", "--output", "json", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .expect("running cgleak dying");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v = json_of(&out);
+    assert_eq!(v["method"], "agent_memory", "{v:#}");
+    let path = format!("/{rel}");
+    let row = v["dying"].as_array().unwrap().iter().find(|r| r["path"] == path.as_str()).unwrap_or_else(|| panic!("{path} not named: {v:#}"));
+    assert_eq!((row["source"].as_str(), row["pod_uid"].as_str(), row["container_id"].as_str()), (Some("agent_memory"), Some(UID), Some(CONTAINER)), "{row:#}");
+    assert!(row["offline_seconds"].as_u64().is_some() && row["pinned_bytes"].is_null(), "{row:#}");
 
     let err = stop(agent);
     assert!(!err.contains("memory of memcgs kept in memory only"), "{err}");

@@ -208,7 +208,9 @@ pub fn remembered_from(list: &[crate::memcg_memory::RememberedMemcg], now: jiff:
     list.iter()
         .map(|m| Remembered {
             inode: m.inode,
-            path: m.path.clone(),
+            // The agent keeps paths as the census walk names them (no leading `/`); rows
+            // name a memcg from the hierarchy's root.
+            path: if m.path.starts_with('/') { m.path.clone() } else { format!("/{}", m.path) },
             pod_uid: m.pod_uid.clone(),
             container_id: m.container_id.clone(),
             offline_seconds: m.gone_at.map(|g| now.duration_since(g).as_secs().max(0) as u64),
