@@ -70,14 +70,16 @@ pub struct AgentArgs {
     /// pod, when first and last seen and when its directory vanished, for `cgleak dying`).
     #[arg(long)]
     pub no_memcg_memory: bool,
-    /// Do not name the dying memcgs with the BPF walk (cgleak_memcg_dying_pinned_bytes and
-    /// cgleak_memcg_dying_by_parent are then left out). The walk runs as a child
-    /// (`cgleak status --dying`) when the dying count changed and at least every
-    /// --dying-every samples; it needs BTF (6.1+) and CAP_BPF with CAP_PERFMON.
+    /// Name the dying memcgs with the BPF walk and export cgleak_memcg_dying_pinned_bytes and
+    /// cgleak_memcg_dying_by_parent. The walk runs as a child (`cgleak status --dying`) when
+    /// the dying count changed and at least every --dying-every samples; it needs BTF (6.1+)
+    /// and CAP_BPF with CAP_PERFMON, and costs a census and the walk each time (on 30,000
+    /// memcgs a child of about 47 MB peak RSS: README, Performance), so it is asked for.
     #[arg(long)]
-    pub no_bpf: bool,
-    /// Samples between two BPF walks at most, when the dying count does not change.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dying_bpf: bool,
+    /// With --dying-bpf: samples between two BPF walks at most, when the dying count does
+    /// not change.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), requires = "dying_bpf")]
     pub dying_every: u32,
     /// Report to the Kubernetes API: the MemcgExhaustion node condition and Events.
     #[arg(long)]
@@ -185,7 +187,7 @@ pub fn run(g: &GlobalArgs, a: &AgentArgs) -> Result<u8, Failure> {
     let reclaim_totals = reclaimer.as_ref().map(AgentReclaim::totals);
     // This binary, as the kernel knows it (a path that still works after an upgrade replaced
     // the file on disk is /proc/self/exe).
-    let namer = (!a.no_bpf).then(|| DyingNamer::new(PathBuf::from("/proc/self/exe"), g.host_root.clone(), a.dying_every));
+    let namer = a.dying_bpf.then(|| DyingNamer::new(PathBuf::from("/proc/self/exe"), g.host_root.clone(), a.dying_every));
     let shared = Arc::new(Mutex::new(Shared { incidents: (!a.no_logs).then(IncidentCounts::new), reclaim: reclaim_totals, ..Shared::default() }));
     let limits = http::Limits { max_connections: a.max_connections.into(), ..http::Limits::default() };
     let endpoint = http::Endpoint::new(Arc::new(AgentEndpoints { shared: Arc::clone(&shared), interval: a.interval }), token, limits);

@@ -126,19 +126,20 @@ fn real_kernel_dying_names_pods_and_pinned_bytes_and_forgets_freed_ones() {
     let ours_n = by_parent.iter().find(|p| p["parent"] == parent.as_str()).and_then(|p| p["memcgs"].as_u64());
     assert_eq!(ours_n, Some(6), "{by_parent:#?}");
 
-    // The agent exports the same from its own walk (a child `status --dying`), from its
-    // first sample; with --no-bpf the two families are left out.
+    // With --dying-bpf the agent exports the same from its own walk (a child `status
+    // --dying`), from its first sample; without it the two families are left out.
     let series = format!("cgleak_memcg_dying_by_parent{{parent=\"{parent}\"}}");
     for no_bpf in [false, true] {
+        // no_bpf: the agent's default, without --dying-bpf.
         let state = tempfile::tempdir().unwrap();
         let port = free_port();
-        let extra: &[&str] = if no_bpf { &["--no-logs", "--no-memcg-memory", "--no-bpf"] } else { &["--no-logs", "--no-memcg-memory"] };
+        let extra: &[&str] = if no_bpf { &["--no-logs", "--no-memcg-memory"] } else { &["--no-logs", "--no-memcg-memory", "--dying-bpf"] };
         let a = Agent::spawn(&mut agent_command(Path::new("/"), state.path(), "1s", &format!("127.0.0.1:{port}"), extra), port).keeping(state);
         if no_bpf {
             let text = scrape_until(&a, "two censuses", Duration::from_secs(30), |t| sample(t, "cgleak_memcg_live").is_some());
             std::thread::sleep(Duration::from_millis(2500));
             let text = scrape(a.port).unwrap_or(text);
-            assert!(!has_series(&text, "cgleak_memcg_dying_pinned_bytes") && !text.contains("cgleak_memcg_dying_by_parent"), "--no-bpf:\n{text}");
+            assert!(!has_series(&text, "cgleak_memcg_dying_pinned_bytes") && !text.contains("cgleak_memcg_dying_by_parent"), "without --dying-bpf:\n{text}");
         } else {
             let text = scrape_until(&a, &series, Duration::from_secs(30), |t| sample(t, &series) == Some(6.0));
             assert_promtool_accepts(&text);

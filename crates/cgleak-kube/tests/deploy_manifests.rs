@@ -412,7 +412,7 @@ fn check_contract(m: &Manifests, e: &Expect, what: &str) {
     assert!(args.iter().any(|a| a == "--kubernetes"), "{what}: --kubernetes in {args:?}");
     // No BPF walk of the dying memcgs unless asked (dyingBpf.enabled): it needs CAP_BPF
     // and CAP_PERFMON, which this pod does not get by default.
-    assert!(args.iter().any(|a| a == "--no-bpf"), "{what}: --no-bpf in {args:?}");
+    assert!(!args.iter().any(|a| a == "--dying-bpf"), "{what}: no --dying-bpf in {args:?}");
     let node_name = c.env.as_ref().and_then(|env| env.iter().find(|v| v.name == "NODE_NAME")).expect("env NODE_NAME");
     let field = node_name.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).expect("NODE_NAME from a fieldRef");
     assert_eq!(field.field_path, "spec.nodeName", "{what}");
@@ -765,11 +765,11 @@ fn chart_each_switch_alone() {
     check_contract(&m, &Expect { taint: true, fix: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, taint only");
     let (m, _) = render_chart(&[("fix.enabled", on.clone())]);
     check_contract(&m, &Expect { taint: false, fix: true, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, fix only");
-    // dyingBpf.enabled: the agent walks the dying memcgs (no --no-bpf), with CAP_BPF and
+    // dyingBpf.enabled: the agent walks the dying memcgs (--dying-bpf), with CAP_BPF and
     // CAP_PERFMON added to CAP_SYSLOG; nothing else changes.
     let (m, _) = render_chart(&[("dyingBpf.enabled", on.clone())]);
     let c = agent_container(&m.daemonsets[0]);
-    assert!(!c.args.as_ref().unwrap().iter().any(|a| a == "--no-bpf"), "{:?}", c.args);
+    assert!(c.args.as_ref().unwrap().iter().any(|a| a == "--dying-bpf"), "{:?}", c.args);
     let caps = c.security_context.as_ref().and_then(|s| s.capabilities.as_ref()).expect("capabilities");
     assert_eq!(caps.add.as_deref(), Some(&["SYSLOG".to_string(), "BPF".to_string(), "PERFMON".to_string()][..]));
     assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(false));

@@ -4,7 +4,8 @@
 //! The walk runs in a child process, the agent's own binary as `status --dying --output
 //! json`: loading the program against the kernel's BTF costs about 9 MB for a moment
 //! (README, Performance), which the agent, at 20 MB, does not keep; a child gives it all
-//! back when it exits. It runs when the census's dying count changed, and at least every
+//! back when it exits. Asked for with `agent --dying-bpf`: each walk costs a census and the
+//! walk (README, Performance). It runs when the census's dying count changed, and at least every
 //! `every` samples; a walk that cannot run (no BTF, no CAP_BPF and CAP_PERFMON: the
 //! DaemonSet drops every capability) leaves the two families out, says why once, and is
 //! tried again after `every` samples.

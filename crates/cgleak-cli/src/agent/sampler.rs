@@ -53,7 +53,7 @@ pub struct Sampler {
     /// The memory of memcgs (inodes, paths, when each was last seen and gone), told of every
     /// memcg by the census walk; None with --no-memcg-memory.
     memory: Option<MemcgMemory>,
-    /// The BPF walk of the dying memcgs, in a child; None with --no-bpf.
+    /// The BPF walk of the dying memcgs, in a child; None without --dying-bpf.
     namer: Option<DyingNamer>,
 }
 

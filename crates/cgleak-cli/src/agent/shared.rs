@@ -27,8 +27,8 @@ pub struct Shared {
     pub pending_incidents: Vec<Incident>,
     /// None without --reclaim-every: the cgleak_reclaim_* metrics are left out.
     pub reclaim: Option<ReclaimTotals>,
-    /// The dying memcgs the last BPF walk named; None (the two families left out) with
-    /// --no-bpf or where it cannot run.
+    /// The dying memcgs the last BPF walk named; None (the two families left out) without
+    /// --dying-bpf or where it cannot run.
     pub dying: Option<DyingSummary>,
 }
 
