@@ -26,7 +26,7 @@ pub struct StatusArgs {
     /// Also name the dying memcgs with the BPF walk (6.1+ with BTF, root): JSON keys
     /// `dying_named`, `dying_pinned_bytes` and `dying_by_parent` (null without it, or where
     /// the walk cannot run), and the dying metrics in --textfile. It loads a BPF program
-    /// against the kernel's BTF: about 9 MB more memory and 40 ms (measured on 6.18), so it
+    /// against the kernel's BTF: about 9 MB more memory and 50 ms (measured on 6.18), so it
     /// is asked for, not the default.
     #[arg(long)]
     pub dying: bool,
