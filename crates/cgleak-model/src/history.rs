@@ -7,7 +7,7 @@
 //! is told to a `note` callback (the front end prints it): never a silent loss.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::forecast::{forecast, load_history, Forecast, History, HistoryLoad, Sample, BAD_LINES_KEPT_BYTES, DEFAULT_HISTORY_CAPACITY, HISTORY_LINE_BUDGET};
@@ -181,7 +181,7 @@ impl HistoryStore {
                 ));
             }
         }
-        replace_file(&path, self.history.to_json_lines().as_bytes())?;
+        replace_streamed(&path, |w| w.write_all(self.history.to_json_lines().as_bytes()))?;
         self.lines_in_file = self.history.len();
         Ok(())
     }
@@ -251,10 +251,11 @@ fn append_in_place(path: &Path, line: &[u8]) -> Result<Option<u64>, String> {
     writable_in_place(&f).map_err(|e| format!("stat: {e}"))
 }
 
-/// Put `text` at `path` atomically: a new file beside it (never a link followed), fsync'd,
-/// renamed over what was there (a file, a link, a FIFO: replaced, not written through), and
-/// the directory fsync'd so that the rename is durable.
-fn replace_file(path: &Path, text: &[u8]) -> Result<(), String> {
+/// Put what `write` writes at `path` atomically (the history, the memory of memcgs): a new
+/// file beside it (created, never opened through a link), written through a buffer,
+/// fsync'd, renamed over what was there (a file, a link: replaced, not written through), and
+/// the directory fsync'd.
+pub(crate) fn replace_streamed(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp_name = std::ffi::OsString::from(".");
@@ -264,19 +265,23 @@ fn replace_file(path: &Path, text: &[u8]) -> Result<(), String> {
     let create = || nofollow(OpenOptions::new().write(true).create_new(true).mode(0o644)).open(&tmp);
     let f = match create() {
         // A leftover of a killed agent with our pid (or anything put there): removed, never opened.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fs::remove_file(&tmp).and_then(|_| create()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::remove_file(&tmp).and_then(|_| create()),
         r => r,
     };
-    let write = f.and_then(|mut f| f.write_all(text).and_then(|_| f.sync_all()));
-    if let Err(e) = write {
-        let _ = fs::remove_file(&tmp);
+    let written = f.and_then(|f| {
+        let mut w = BufWriter::with_capacity(64 << 10, f);
+        write(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
         return Err(format!("write {}: {e}", tmp.display()));
     }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
         return Err(format!("rename {} to {}: {e}", tmp.display(), path.display()));
     }
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("sync directory {}: {e}", dir.display()))
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("sync directory {}: {e}", dir.display()))
 }
 
 /// Append the bad lines to the side file (made when missing), whole lines only and while it

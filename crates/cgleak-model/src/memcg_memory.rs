@@ -26,13 +26,13 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::census::MemcgObserver;
-use crate::history::{append_bad_lines, nofollow, side_file};
+use crate::history::{append_bad_lines, nofollow, replace_streamed, side_file};
 use crate::kubepods::pod_of_path;
 
 /// The memory's file in the agent's state directory.
@@ -275,39 +275,6 @@ pub fn load_dead_for_boot(state_dir: &Path, boot_id: &str) -> Result<Vec<Remembe
         return Ok(Vec::new());
     }
     load_dead(state_dir)
-}
-
-/// Put what `write` writes at `path` atomically, as history.rs does for the history: a new
-/// file beside it (created, never opened through a link), written through a buffer,
-/// fsync'd, renamed over what was there (a file, a link: replaced, not written through), and
-/// the directory fsync'd.
-fn replace_streamed(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let create = || nofollow(OpenOptions::new().write(true).create_new(true).mode(0o644)).open(&tmp);
-    let f = match create() {
-        // A leftover of a killed agent with our pid (or anything put there): removed, never opened.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::remove_file(&tmp).and_then(|_| create()),
-        r => r,
-    };
-    let written = f.and_then(|f| {
-        let mut w = BufWriter::with_capacity(64 << 10, f);
-        write(&mut w)?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("write {}: {e}", tmp.display()));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("rename {} to {}: {e}", tmp.display(), path.display()));
-    }
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("sync directory {}: {e}", dir.display()))
 }
 
 /// One remembered memcg in memory. A live memcg whose parent is remembered too keeps only
