@@ -24,25 +24,7 @@ use cgleak_readers::bootloader::{bls_cmdline, grub_cmdline_linux, grub_words, gr
 // Generation
 
 /// xorshift64*: reproducible without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
+use cgleak_fixtures::rng::Rng;
 
 fn cases() -> usize {
     std::env::var("CGLEAK_EDIT_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)

@@ -11,6 +11,7 @@ mod fixtures;
 pub mod host;
 pub mod ids;
 pub mod k8s;
+pub mod rng;
 pub mod slab;
 pub mod spawn;
 pub mod write;

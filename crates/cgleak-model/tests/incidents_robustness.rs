@@ -8,19 +8,7 @@ use cgleak_model::incidents::{IncidentKind, IncidentParser, RAW_MAX};
 use cgleak_readers::logline::{LineMeta, LogLine};
 
 /// xorshift64*: a fixed, dependency-free random stream.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use cgleak_fixtures::rng::Rng;
 
 const FRAGMENTS: &[&[u8]] = &[
     b"mkdir ",
