@@ -41,6 +41,8 @@ use std::thread::{self, sleep, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::kernel::*;
+use common::procfs::{proc_cpu_secs, proc_status_kb};
+use common::prom::sample;
 
 const DEFAULT_SOAK_SECS: u64 = 600;
 const HOST_INTERVAL_SECS: u64 = 5;
@@ -227,29 +229,6 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// The value of an unlabelled sample `name` in a Prometheus exposition.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
-}
-
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
-    // stime 15, cutime 16, cstime 17.
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12, 13, 14].iter().map(|&i| f.get(i)?.parse::<u64>().ok()).sum::<Option<u64>>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(ticks as f64 / hz.max(1) as f64)
-}
-
-fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
-}
 
 // ---------------------------------------------------------------- a) churn on the real host
 
@@ -494,8 +473,8 @@ fn real_kernel_agent_soak() {
         sim_scrapes += 1;
         match sim.metrics() {
             Ok(body) => {
-                if let Some(f) = metric(&body, "cgleak_memcg_exhaustion_forecast_seconds") {
-                    let w = Warning { at: t, forecast: f, left: end - t, ids: metric(&body, "cgleak_memcg_ids_in_use").unwrap_or(f64::NAN) as u64 };
+                if let Some(f) = sample(&body, "cgleak_memcg_exhaustion_forecast_seconds") {
+                    let w = Warning { at: t, forecast: f, left: end - t, ids: sample(&body, "cgleak_memcg_ids_in_use").unwrap_or(f64::NAN) as u64 };
                     first_forecast.get_or_insert(w);
                     let warns = f < FORECAST_WARN_SECS || f <= w.left * FORECAST_TOLERANCE + FORECAST_SLACK_SECS;
                     if warns && first_warning.is_none() {
@@ -511,8 +490,8 @@ fn real_kernel_agent_soak() {
             scrapes += 1;
             match host.metrics() {
                 Ok(body) => {
-                    max_live = max_live.max(metric(&body, "cgleak_memcg_live").unwrap_or(0.0) as u64);
-                    max_dying = max_dying.max(metric(&body, "cgleak_memcg_dying").unwrap_or(0.0) as u64);
+                    max_live = max_live.max(sample(&body, "cgleak_memcg_live").unwrap_or(0.0) as u64);
+                    max_dying = max_dying.max(sample(&body, "cgleak_memcg_dying").unwrap_or(0.0) as u64);
                 }
                 Err(e) => failures.push(format!("t={t:.0} s: {e}")),
             }
@@ -537,7 +516,7 @@ fn real_kernel_agent_soak() {
     let reached = t_start.elapsed().as_secs_f64();
     let headroom = poll(Duration::from_secs(6 * FIXTURE_INTERVAL_SECS + 5), Duration::from_millis(500), || {
         let body = sim.metrics().ok()?;
-        (metric(&body, "cgleak_memcg_headroom") == Some(0.0)).then_some(body)
+        (sample(&body, "cgleak_memcg_headroom") == Some(0.0)).then_some(body)
     });
 
     let sim_tail = sim.stderr_tail();
@@ -592,5 +571,5 @@ fn real_kernel_agent_soak() {
     assert!(w.at < end && w.ids < ID_LIMIT, "warned only at the limit: {w:?}");
     assert!(written < ID_LIMIT, "the ramp reached the limit before its end");
     let body = headroom.unwrap_or_else(|| panic!("the fixture agent's headroom never read 0 after {ID_LIMIT} IDs were written; its stderr ends with:\n{sim_tail}"));
-    println!("  at the limit    headroom 0, forecast {:?} s", metric(&body, "cgleak_memcg_exhaustion_forecast_seconds"));
+    println!("  at the limit    headroom 0, forecast {:?} s", sample(&body, "cgleak_memcg_exhaustion_forecast_seconds"));
 }

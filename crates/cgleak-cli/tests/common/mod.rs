@@ -5,5 +5,6 @@ pub mod agent;
 pub mod dist;
 pub mod fixture;
 pub mod kernel;
+pub mod procfs;
 pub mod prom;
 pub mod runc;
