@@ -219,12 +219,14 @@ struct walk_ctx {
 	struct scratch *s;
 };
 
+/* Reads without branches: every branch doubles what the verifier explores, and a failed
+ * bpf_probe_read_kernel() zero-fills its destination (kernel/trace/bpf_trace.c), so an
+ * unreadable (or NULL-based) address reads as 0 and what follows from it reads as 0 too. */
 static __always_inline __u64 read_u64(__u64 addr)
 {
 	__u64 v = 0;
 
-	if (bpf_probe_read_kernel(&v, sizeof(v), (const void *)addr))
-		return 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const void *)addr);
 	return v;
 }
 
@@ -236,55 +238,78 @@ static __always_inline __s32 read_s32(__u64 addr)
 	return v;
 }
 
-/* kernfs id of a css's cgroup, 0 when unreadable. */
+/* kernfs id of a css's cgroup, 0 when unreadable (NULL css, cgroup or kernfs node: the
+ * reads at small addresses fail). */
 static __always_inline __u64 css_cgroup_id(__u64 css)
 {
 	__u64 cgrp = read_u64(css + OFF(struct cgroup_subsys_state, cgroup));
-	__u64 kn;
+	__u64 kn = read_u64(cgrp + OFF(struct cgroup, kn));
 
-	if (!cgrp)
-		return 0;
-	kn = read_u64(cgrp + OFF(struct cgroup, kn));
-	if (!kn)
-		return 0;
 	return read_u64(kn + OFF(struct kernfs_node, id));
+}
+
+/* What one NUMA node's LRU sizes add to (a bpf_loop callback's context: the verifier
+ * checks the callback once, where a bounded loop over 64 nodes would be checked per node). */
+struct lru_ctx {
+	struct walk_ctx *c;
+	__u64 memcg;
+	__u64 lru_bytes;
+	__u32 lists;
+	__u32 zones;
+	__u64 file, anon, unevictable;
+	__u32 failed;
+};
+
+static long lru_node(__u32 node, void *ctx)
+{
+	struct lru_ctx *l = ctx;
+	struct scratch *s = l->c->s;
+	__u64 pn = read_u64(l->memcg + OFF(struct mem_cgroup, nodeinfo) + (__u64)node * 8);
+	__u64 bytes = l->lru_bytes;
+	__u32 z;
+
+	/* A hole in the possible nodes has no per-node info. */
+	if (!pn)
+		return 0;
+	if (bytes > sizeof(s->lru) || bytes == 0)
+		return 1;
+	if (bpf_probe_read_kernel(s->lru, bytes, (const void *)(pn + OFF(struct mem_cgroup_per_node, lru_zone_size)))) {
+		l->failed = 1;
+		return 1;
+	}
+	for (z = 0; z < MAX_ZONES && z < l->zones; z++) {
+		__u32 base = z * l->lists;
+
+		l->file += s->lru[(base + ENUMVAL(enum lru_list, LRU_INACTIVE_FILE)) & (MAX_ZONES * 8 - 1)];
+		l->file += s->lru[(base + ENUMVAL(enum lru_list, LRU_ACTIVE_FILE)) & (MAX_ZONES * 8 - 1)];
+		l->anon += s->lru[(base + ENUMVAL(enum lru_list, LRU_INACTIVE_ANON)) & (MAX_ZONES * 8 - 1)];
+		l->anon += s->lru[(base + ENUMVAL(enum lru_list, LRU_ACTIVE_ANON)) & (MAX_ZONES * 8 - 1)];
+		l->unevictable += s->lru[(base + ENUMVAL(enum lru_list, LRU_UNEVICTABLE)) & (MAX_ZONES * 8 - 1)];
+	}
+	return 0;
 }
 
 static __always_inline void lru_pages(struct walk_ctx *c, __u64 memcg, struct memcg_rec *r)
 {
-	__u64 lru_bytes = SIZE(struct mem_cgroup_per_node, lru_zone_size);
-	__u32 lists = ENUMVAL(enum lru_list, NR_LRU_LISTS);
-	__u32 zones, node, z;
-	__u64 file = 0, anon = 0, unevictable = 0;
+	struct lru_ctx l = {};
 
-	if (lists == 0 || lists > 8 || lru_bytes > sizeof(c->s->lru))
+	l.c = c;
+	l.memcg = memcg;
+	l.lru_bytes = SIZE(struct mem_cgroup_per_node, lru_zone_size);
+	l.lists = ENUMVAL(enum lru_list, NR_LRU_LISTS);
+	if (l.lists == 0 || l.lists > 8 || l.lru_bytes > sizeof(c->s->lru))
 		return;
-	zones = lru_bytes / (8 * lists);
-	if (zones == 0 || zones > MAX_ZONES)
+	l.zones = l.lru_bytes / (8 * l.lists);
+	if (l.zones == 0 || l.zones > MAX_ZONES)
 		return;
-	for (node = 0; node < MAX_NODES && node < nr_node_ids; node++) {
-		__u64 pn = read_u64(memcg + OFF(struct mem_cgroup, nodeinfo) + node * 8);
-
-		/* A hole in the possible nodes has no per-node info. */
-		if (!pn)
-			continue;
-		if (bpf_probe_read_kernel(c->s->lru, lru_bytes, (const void *)(pn + OFF(struct mem_cgroup_per_node, lru_zone_size))))
-			return;
-		for (z = 0; z < MAX_ZONES && z < zones; z++) {
-			__u32 base = z * lists;
-
-			file += c->s->lru[(base + ENUMVAL(enum lru_list, LRU_INACTIVE_FILE)) & (MAX_ZONES * 8 - 1)];
-			file += c->s->lru[(base + ENUMVAL(enum lru_list, LRU_ACTIVE_FILE)) & (MAX_ZONES * 8 - 1)];
-			anon += c->s->lru[(base + ENUMVAL(enum lru_list, LRU_INACTIVE_ANON)) & (MAX_ZONES * 8 - 1)];
-			anon += c->s->lru[(base + ENUMVAL(enum lru_list, LRU_ACTIVE_ANON)) & (MAX_ZONES * 8 - 1)];
-			unevictable += c->s->lru[(base + ENUMVAL(enum lru_list, LRU_UNEVICTABLE)) & (MAX_ZONES * 8 - 1)];
-		}
-	}
-	r->file_lru_pages = file;
-	r->anon_lru_pages = anon;
-	r->unevictable_lru_pages = unevictable;
+	bpf_loop(nr_node_ids < MAX_NODES ? nr_node_ids : MAX_NODES, lru_node, &l, 0);
+	if (l.failed)
+		return;
+	r->file_lru_pages = l.file;
+	r->anon_lru_pages = l.anon;
+	r->unevictable_lru_pages = l.unevictable;
 	r->have |= HAVE_LRU;
-	c->sum->lru_zones = zones;
+	c->sum->lru_zones = l.zones;
 }
 
 static __always_inline void emit(struct walk_ctx *c, __u64 css)
@@ -292,9 +317,9 @@ static __always_inline void emit(struct walk_ctx *c, __u64 css)
 	struct memcg_rec *r = &c->s->rec;
 	__u64 memcg = css - OFF(struct mem_cgroup, css);
 	__u64 cgrp = read_u64(css + OFF(struct cgroup_subsys_state, cgroup));
-	__u64 kn = cgrp ? read_u64(cgrp + OFF(struct cgroup, kn)) : 0;
+	__u64 kn = read_u64(cgrp + OFF(struct cgroup, kn));
 	__u64 parent = read_u64(css + OFF(struct cgroup_subsys_state, parent));
-	long n = -1;
+	long n, failed;
 	__u32 name_len;
 
 	c->sum->visited++;
@@ -304,8 +329,9 @@ static __always_inline void emit(struct walk_ctx *c, __u64 css)
 	r->css_flags = 0;
 	bpf_probe_read_kernel(&r->css_flags, sizeof(r->css_flags),
 			      (const void *)(css + OFF(struct cgroup_subsys_state, flags)));
-	r->cgroup_id = kn ? read_u64(kn + OFF(struct kernfs_node, id)) : 0;
-	r->parent_cgroup_id = (parent && css != c->root) ? css_cgroup_id(parent) : 0;
+	r->cgroup_id = read_u64(kn + OFF(struct kernfs_node, id));
+	/* The root's parent is NULL (the walk starts at the top): 0. */
+	r->parent_cgroup_id = css_cgroup_id(parent);
 	r->depth = c->depth;
 	r->memcg_id = read_s32(memcg + OFF(struct mem_cgroup, id.id));
 	r->id_refs = read_s32(memcg + OFF(struct mem_cgroup, id.ref.refs.counter));
@@ -323,21 +349,16 @@ static __always_inline void emit(struct walk_ctx *c, __u64 css)
 	lru_pages(c, memcg, r);
 	r->pad[0] = r->pad[1] = r->pad[2] = 0;
 	r->name[0] = 0;
-	if (kn) {
-		__u64 name = read_u64(kn + OFF(struct kernfs_node, name));
-
-		if (name)
-			n = bpf_probe_read_kernel_str(r->name, NAME_MAX_BYTES, (const void *)name);
-	}
+	n = bpf_probe_read_kernel_str(r->name, NAME_MAX_BYTES, (const void *)read_u64(kn + OFF(struct kernfs_node, name)));
 	/* n counts the NUL; an unreadable name is empty. */
 	name_len = n > 0 ? (__u32)(n - 1) : 0;
 	name_len &= NAME_MAX_BYTES - 1;
 	r->name_len = name_len;
 	r->len = HEADER_BYTES + name_len;
-	if (bpf_ringbuf_output(&records, r, HEADER_BYTES + name_len, 0))
-		c->sum->dropped++;
-	else
-		c->sum->emitted++;
+	/* 0, or a negative errno when the ring is full: counted without a branch. */
+	failed = (long)((__u64)bpf_ringbuf_output(&records, r, HEADER_BYTES + name_len, 0) >> 63);
+	c->sum->dropped += failed;
+	c->sum->emitted += 1 - failed;
 }
 
 /* One step of css_next_descendant_pre(): emit a memcg when it is reached, then go to its
@@ -382,14 +403,25 @@ static long walk_step(__u32 i, void *ctx)
 	return 0;
 }
 
+/* One step up from c->pos to its parent css; stops at the hierarchy's root. */
+static long climb_step(__u32 i, void *ctx)
+{
+	struct walk_ctx *c = ctx;
+	__u64 up = read_u64(c->pos + OFF(struct cgroup_subsys_state, parent));
+
+	if (!up)
+		return 1;
+	c->pos = up;
+	return 0;
+}
+
 SEC("iter/cgroup")
 int memcg_walk(struct bpf_iter__cgroup *ctx)
 {
 	struct cgroup *cgrp = ctx->cgroup;
 	struct walk_ctx c = {};
 	__u32 zero = 0;
-	__u64 css, up;
-	int i;
+	__u64 css;
 
 	/* The call at the end of the iteration. */
 	if (!cgrp)
@@ -407,16 +439,12 @@ int memcg_walk(struct bpf_iter__cgroup *ctx)
 		return 0;
 	}
 	/* A cgroup namespace's mount opens a cgroup below the root: walk the whole hierarchy. */
-	for (i = 0; i < MAX_CLIMB; i++) {
-		up = read_u64(css + OFF(struct cgroup_subsys_state, parent));
-		if (!up)
-			break;
-		css = up;
-	}
-	if (i == MAX_CLIMB) {
+	c.pos = css;
+	if (bpf_loop(MAX_CLIMB, climb_step, &c, 0) == MAX_CLIMB) {
 		c.sum->status = WALK_TOO_DEEP;
 		return 0;
 	}
+	css = c.pos;
 	c.sum->root_cgroup_id = css_cgroup_id(css);
 	c.root = css;
 	c.pos = css;

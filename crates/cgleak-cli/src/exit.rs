@@ -21,6 +21,10 @@ pub const NOT_PERMITTED: u8 = 77;
 /// Stopped by SIGINT or SIGTERM after cleaning up (the shell's 128 + SIGINT).
 pub const INTERRUPTED: u8 = 130;
 
+/// Standard output was closed by its reader (`cgleak status | head -1`): the shell's
+/// 128 + SIGPIPE, what a tool killed by that signal reports. Nothing is printed.
+pub const BROKEN_PIPE: u8 = 141;
+
 /// `check --reboot-required` when no reboot is needed (kured: "no reboot", quietly).
 pub const REBOOT_NOT_NEEDED: u8 = 1;
 /// `check --npd` when the node has a problem of `--npd-problem` (NPD's NonOK).
@@ -104,4 +108,22 @@ impl From<CensusError> for Failure {
 /// A census that failed, as the commands report it (`.map_err(census_failure)`).
 pub fn census_failure(e: CensusError) -> Failure {
     e.into()
+}
+
+/// Turn a failed write to standard output (std's `println!` panics on it) into a clean
+/// exit: quietly with [`BROKEN_PIPE`] when the reader went away, else `cgleak: stdout:
+/// <error>` and [`RUNTIME`]. Every other panic keeps the default report.
+pub fn on_stdout_failure() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied());
+        if let Some(err) = msg.and_then(|m| m.strip_prefix("failed printing to stdout: ")) {
+            if err.starts_with("Broken pipe") {
+                std::process::exit(BROKEN_PIPE.into());
+            }
+            eprintln!("cgleak: stdout: {err}");
+            std::process::exit(RUNTIME.into());
+        }
+        default(info);
+    }));
 }

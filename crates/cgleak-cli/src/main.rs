@@ -133,6 +133,7 @@ cgleak fix --resume --yes\n  cgleak fix --resume --rollback\n  cgleak fix --disc
 
 fn main() -> ExitCode {
     static_nss::confine_to_builtin_services();
+    exit::on_stdout_failure();
     let mut cli = Cli::parse();
     cli.global.resolve_output();
     if cli.global.output_arg == OutputArg::Jsonl && !matches!(cli.command, Command::Logs(_)) {

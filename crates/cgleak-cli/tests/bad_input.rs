@@ -303,3 +303,32 @@ fn not_permitted_on_a_v2_root() {
     let run = run_without_access(&f, "/sys/fs/cgroup", &["status"]);
     fail_with(&run, 77, &["/sys/fs/cgroup", "run as root"]);
 }
+
+/// A standard output that cannot be written: a full device gives `cgleak: stdout: ...` and
+/// exit 1; a reader that went away (`cgleak status | head -0`) exit 141 without a word of
+/// it. Never
+/// std's "failed printing to stdout" panic.
+#[test]
+fn stdout_full_or_closed() {
+    let f = cgleak_fixtures::debian_4_19_v1_dying();
+    let root = f.root().to_str().unwrap().to_string();
+    for cmd in ["status", "check", "dying"] {
+        for output in ["table", "json"] {
+            let args = ["--host-root", root.as_str(), cmd, "--output", output];
+            let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+            let out = Command::new(env!("CARGO_BIN_EXE_cgleak")).args(args).stdout(full).stderr(std::process::Stdio::piped()).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{cmd} {output} > /dev/full: {stderr}");
+            assert!(stderr.lines().any(|l| l.starts_with("cgleak: stdout: No space left on device")), "{cmd} {output}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{cmd} {output}: {stderr}");
+
+            // A pipe whose read end is closed before cgleak writes.
+            let (r, w) = std::io::pipe().unwrap();
+            drop(r);
+            let out = Command::new(env!("CARGO_BIN_EXE_cgleak")).args(args).stdout(w).stderr(std::process::Stdio::piped()).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(141), "{cmd} {output} into a closed pipe: {stderr}");
+            assert!(!stderr.contains("stdout") && !stderr.contains("panicked"), "{cmd} {output} into a closed pipe: {stderr}");
+        }
+    }
+}
