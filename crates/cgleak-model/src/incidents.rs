@@ -200,14 +200,13 @@ impl IncidentParser {
             return;
         }
         let env = text::envelope(t);
-        let mut slub_checked = false;
+        // The SLUB literals' first hit decides for the whole line (slub_line parses it all):
+        // later ones (`sla` in a path) take none of the hits counted per line.
+        let mut slub_seen = false;
+        let hits = hits.filter(|m| !catalog::SLUB_PATTERNS.contains(&m.pattern().as_usize()) || !std::mem::replace(&mut slub_seen, true));
         for m in hits.take(MAX_ERRNO_HITS_PER_LINE) {
             let p = m.pattern().as_usize();
             if catalog::SLUB_PATTERNS.contains(&p) {
-                if slub_checked {
-                    continue;
-                }
-                slub_checked = true;
                 let body = text::kernel_body(env.msg);
                 match catalog::slub_line(t, body) {
                     // Only the kernel's order makes a min-order line part of a record.

@@ -291,3 +291,28 @@ fn parts_cut_anywhere_agree_with_one_pass() {
         }
     }
 }
+
+/// The SLUB literals are 3 bytes (`SLU`, `sla`): a line with many of them before its errno
+/// text (a path through `translate`, `islands`, ...) is still read to the errno, and a
+/// SLUB literal in an ordinary line completes nothing.
+#[test]
+fn many_slub_literal_hits_before_the_errno() {
+    let meta = LineMeta::default();
+    let mut p = IncidentParser::new(2024);
+    let mut out = Vec::new();
+    let dirs = "translate-slab-islands-".repeat(20);
+    let line = format!("E1222 00:00:00.000000 1146 pod_workers.go:951] \"Error syncing pod\" err=\"mkdir /sys/fs/cgroup/memory/kubepods/burstable/pod{dirs}: no space left on device\"");
+    assert!(line.matches("sla").count() >= 40);
+    assert!(p.may_match(line.as_bytes()));
+    p.feed(&LogLine { source: "kubelet", line: 1, text: line.as_bytes(), meta: &meta }, &mut out);
+    p.finish(&mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].kind, IncidentKind::MemcgCreateFailed);
+
+    let mut out = Vec::new();
+    for (i, t) in [&b"I1222 00:00:01.000000 1146 translate.go:10] \"SLURM job islands\""[..], b"[12.0] slab reclaim done"].iter().enumerate() {
+        p.feed(&LogLine { source: "k", line: i as u64 + 2, text: t, meta: &meta }, &mut out);
+    }
+    p.finish(&mut out);
+    assert!(out.is_empty(), "{out:?}");
+}
