@@ -11,6 +11,7 @@ mod cmd_lab;
 mod cmd_logs;
 mod cmd_probe;
 mod cmd_status;
+mod docs;
 mod evidence;
 mod exit;
 mod host_change;
@@ -129,6 +130,14 @@ Examples:\n  cgleak fix gc\n  cgleak fix gc --apply --yes\n  cgleak fix reclaim 
 cgleak fix migrate --cgroup kubepods --apply --yes\n  cgleak fix nokmem --output json\n  cgleak fix reboot --apply --yes\n  \
 cgleak fix --resume --yes\n  cgleak fix --resume --rollback\n  cgleak fix --discard-journal")]
     Fix(cmd_fix::FixArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    #[command(after_help = "Examples:\n  cgleak completions bash > /etc/bash_completion.d/cgleak\n  \
+cgleak completions zsh > \"${fpath[1]}/_cgleak\"\n  cgleak completions fish > ~/.config/fish/completions/cgleak.fish")]
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page (roff) to stdout; --dir writes one page per command instead.
+    #[command(after_help = "Examples:\n  cgleak man | man -l -\n  cgleak man > /usr/local/share/man/man1/cgleak.1\n  \
+cgleak man --dir /usr/local/share/man/man1")]
+    Man(docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -149,6 +158,8 @@ fn main() -> ExitCode {
         Command::Logs(a) => cmd_logs::run(&cli.global, a),
         Command::Agent(a) => cmd_agent::run(&cli.global, a),
         Command::Fix(a) => cmd_fix::run(&cli.global, a),
+        Command::Completions(a) => docs::completions(<Cli as clap::CommandFactory>::command(), a),
+        Command::Man(a) => docs::man(<Cli as clap::CommandFactory>::command(), a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -131,7 +131,9 @@ fn dist_binary_runs_alone_in_a_chroot_of_a_centos7_root() {
 
     let v = dist::run_in_root(root, &["--version"]);
     assert_eq!(v.code, 0, "{v:#?}");
-    let want = format!("cgleak {} (dist x86_64-unknown-linux-gnu, static glibc ", env!("CARGO_PKG_VERSION"));
+    let commit = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("git");
+    let commit = String::from_utf8(commit.stdout).unwrap();
+    let want = format!("cgleak {} (commit {}, x86_64-unknown-linux-gnu, dist: static glibc ", env!("CARGO_PKG_VERSION"), commit.trim());
     assert!(v.stdout.starts_with(&want), "--version: {:?}, expected it to start with {want:?}", v.stdout);
 
     // As kured and NPD run it: the root is the host, no --host-root.
