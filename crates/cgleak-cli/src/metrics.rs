@@ -202,11 +202,17 @@ pub fn registry_with(input: &MetricsInput<'_>, reclaim: Option<&ReclaimTotals>) 
     gauge_f64(
         &mut reg,
         "cgleak_memcg_exhaustion_forecast_seconds",
-        "Seconds until the memory cgroup ID space runs out at the current trend (absent when not approaching or without history)",
-        input.forecast.and_then(|f| f.seconds_to_exhaustion),
+        "Seconds until the memory cgroup ID space runs out at the current trend: 0 when it has, +Inf when IDs in use are flat or falling, NaN while the history is too short to tell",
+        Some(forecast_seconds(input.forecast)),
     );
     if let Some(counts) = input.incidents {
         let f: Family<Labels, Counter> = Family::default();
+        // From the first scrape: a series at 0 for every kind (component and errno "none"),
+        // so that sums by kind exist before any incident; each writer's own series appears
+        // at its first incident, already at 1 (the MemcgCreateFailures rule counts those).
+        for kind in IncidentKind::ALL {
+            f.get_or_create(&zero_series(kind, true));
+        }
         for ((kind, component, errno), n) in &counts.trusted {
             let labels = vec![("kind", kind.as_str().to_string()), ("component", component.clone()), ("errno", errno.unwrap_or("none").to_string())];
             f.get_or_create(&labels).inc_by(*n);
@@ -218,6 +224,9 @@ pub fn registry_with(input: &MetricsInput<'_>, reclaim: Option<&ReclaimTotals>) 
             f,
         );
         let u: Family<Labels, Counter> = Family::default();
+        for kind in IncidentKind::ALL {
+            u.get_or_create(&zero_series(kind, false));
+        }
         for ((kind, errno), n) in &counts.untrusted {
             u.get_or_create(&vec![("kind", kind.as_str().to_string()), ("errno", errno.unwrap_or("none").to_string())]).inc_by(*n);
         }
@@ -265,6 +274,33 @@ pub fn registry_with(input: &MetricsInput<'_>, reclaim: Option<&ReclaimTotals>) 
     reg
 }
 
+/// The labels of a kind's series at 0 (trusted: with a component).
+fn zero_series(kind: IncidentKind, trusted: bool) -> Labels {
+    let mut l = vec![("kind", kind.as_str().to_string())];
+    if trusted {
+        l.push(("component", "none".to_string()));
+    }
+    l.push(("errno", "none".to_string()));
+    l
+}
+
+/// `cgleak_memcg_exhaustion_forecast_seconds`: 0 exhausted, the seconds left while IDs in use
+/// rise toward the limit, +Inf while they do not, NaN without a forecast yet (too few samples,
+/// or none kept): present from the first scrape, and never below an alert's threshold
+/// unless the trend says so (a comparison with NaN is false).
+pub fn forecast_seconds(f: Option<&Forecast>) -> f64 {
+    use cgleak_model::forecast::ForecastOutcome;
+    match f {
+        Some(f) => match f.outcome {
+            ForecastOutcome::Exhausted => 0.0,
+            ForecastOutcome::Approaching => f.seconds_to_exhaustion.unwrap_or(f64::NAN),
+            ForecastOutcome::NotApproaching => f64::INFINITY,
+            ForecastOutcome::TooFewSamples => f64::NAN,
+        },
+        None => f64::NAN,
+    }
+}
+
 /// `cgleak_memcg_dying_pinned_bytes` and `cgleak_memcg_dying_by_parent`, from a method that
 /// names dying memcgs (the BPF walk); left out without one, never a fake zero.
 pub fn register_dying(reg: &mut Registry, d: &DyingSummary) {
@@ -299,7 +335,7 @@ pub fn exposition_all(input: &MetricsInput<'_>, reclaim: Option<&ReclaimTotals>,
     }
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String cannot fail");
-    to_prometheus_text(&out)
+    to_prometheus_text(&special_floats(out))
 }
 
 /// OpenMetrics text, as prometheus-client writes it (for a scraper that asks for
@@ -312,6 +348,24 @@ pub fn openmetrics_exposition(input: &MetricsInput<'_>) -> String {
 fn openmetrics_exposition_with(input: &MetricsInput<'_>, reclaim: Option<&ReclaimTotals>) -> String {
     let mut out = String::new();
     encode(&mut out, &registry_with(input, reclaim)).expect("writing to a String cannot fail");
+    special_floats(out)
+}
+
+/// The encoder writes an infinite value as Rust prints it (`inf`, `-inf`); both formats spell
+/// it `+Inf` and `-Inf` (NaN is already `NaN`).
+fn special_floats(text: String) -> String {
+    if !text.contains("inf\n") {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for line in text.lines() {
+        match (line.starts_with('#'), line.strip_suffix(" -inf"), line.strip_suffix(" inf")) {
+            (false, Some(head), _) => out.push_str(&format!("{head} -Inf")),
+            (false, None, Some(head)) => out.push_str(&format!("{head} +Inf")),
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -408,8 +462,11 @@ mod tests {
         assert!(text.contains(&format!("cgleak_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))), "{text}");
         assert!(text.contains("cgleak_memcg_ids_in_use_confidence{confidence=\"exact\"} 1\n"), "{text}");
         assert!(text.contains("# HELP cgleak_memcg_live "), "{text}");
-        // kmem is not opt-in on v2; no history, no logs read.
-        for absent in ["cgleak_memcg_kmem_active", "cgleak_memcg_exhaustion_forecast_seconds", "cgleak_log_incidents_total"] {
+        // No history yet: the forecast is there from the first scrape, NaN (unknown).
+        assert!(value(&text, "cgleak_memcg_exhaustion_forecast_seconds").is_nan(), "{text}");
+        assert!(text.contains("cgleak_memcg_exhaustion_forecast_seconds NaN\n"), "{text}");
+        // kmem is not opt-in on v2; no logs read.
+        for absent in ["cgleak_memcg_kmem_active", "cgleak_log_incidents_total"] {
             assert!(!has(&text, absent), "{absent} should be absent:\n{text}");
             assert!(!text.contains(absent.trim_end_matches("_total")), "no HELP/TYPE either for {absent}:\n{text}");
         }
@@ -552,10 +609,40 @@ mod tests {
         assert!(!text.contains("myapp"), "{text}");
         assert!(text.contains("cgleak_log_untrusted_incidents_total{kind=\"memcg_create_failed\",errno=\"ENOSPC\"} 2\n"), "{text}");
         promtool_accepts(&text);
-
         // The OpenMetrics form keeps the family name without the suffix, and its EOF.
         let om = openmetrics_exposition(&MetricsInput { census: &c, forecast: Some(&fc), incidents: Some(&counts), sample_duration: None });
         assert!(om.contains("# TYPE cgleak_log_incidents counter\n") && om.ends_with("# EOF\n"), "{om}");
+    }
+
+    #[test]
+    fn every_family_from_the_first_scrape_counters_at_zero_and_a_flat_trend_at_inf() {
+        let f = cgleak_fixtures::debian_6_12_v2_dying_subsys();
+        let c = census_of(&f);
+        // The agent reads logs but nothing matched yet: every kind at 0, trusted and not.
+        let counts = IncidentCounts::new();
+        let mut h = History::new(100);
+        for i in 0..60u64 {
+            h.push(Sample { at_unix_secs: 1e9 + 60.0 * i as f64, ids_in_use: 60000, id_limit: 65535 });
+        }
+        let flat = forecast(&h, 1e9 + 59.0 * 60.0);
+        let text = exposition(&MetricsInput { census: &c, forecast: Some(&flat), incidents: Some(&counts), sample_duration: None });
+        for kind in ["memcg_create_failed", "slab_alloc_failed", "inotify_exhausted"] {
+            assert!(text.contains(&format!("cgleak_log_incidents_total{{kind=\"{kind}\",component=\"none\",errno=\"none\"}} 0\n")), "{kind}: {text}");
+            assert!(text.contains(&format!("cgleak_log_untrusted_incidents_total{{kind=\"{kind}\",errno=\"none\"}} 0\n")), "{kind}: {text}");
+        }
+        assert!(text.contains("cgleak_memcg_exhaustion_forecast_seconds +Inf\n"), "{text}");
+        promtool_accepts(&text);
+        // Exhausted: 0.
+        let mut h = History::new(100);
+        for i in 0..60u64 {
+            h.push(Sample { at_unix_secs: 1e9 + 60.0 * i as f64, ids_in_use: 65535, id_limit: 65535 });
+        }
+        assert_eq!(forecast_seconds(Some(&forecast(&h, 1e9 + 59.0 * 60.0))), 0.0);
+        // Too few samples: NaN.
+        let mut h = History::new(100);
+        h.push(Sample { at_unix_secs: 1e9, ids_in_use: 100, id_limit: 65535 });
+        assert!(forecast_seconds(Some(&forecast(&h, 1e9))).is_nan());
+
     }
 
     #[test]

@@ -21,14 +21,31 @@ pub fn note(n: String) {
     eprintln!("cgleak: note: {n}");
 }
 
-/// Prints the report on stdout: pretty JSON, or the table `render` makes.
+/// A JSON document as cgleak prints it: `schema_version` first, then the body's keys in
+/// their order (a public contract: README, JSON).
+#[derive(Serialize)]
+pub struct Versioned<'a, T: Serialize + ?Sized> {
+    schema_version: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+impl<'a, T: Serialize + ?Sized> Versioned<'a, T> {
+    pub fn new(body: &'a T) -> Self {
+        Versioned { schema_version: cgleak_model::SCHEMA_VERSION, body }
+    }
+}
+
+/// `body` as a pretty JSON document with its `schema_version`.
+pub fn json_document<T: Serialize + ?Sized>(body: &T) -> Result<String, Failure> {
+    serde_json::to_string_pretty(&Versioned::new(body)).map_err(|e| Failure::runtime(format!("cannot encode the report as JSON: {e}")))
+}
+
+/// Prints the report on stdout: pretty JSON (with its `schema_version`), or the table
+/// `render` makes.
 pub fn print_report<R: Serialize>(output: OutputFormat, report: &R, render: impl FnOnce(&R) -> String) -> Result<(), Failure> {
     match output {
-        OutputFormat::Json => {
-            let text = serde_json::to_string_pretty(report)
-                .map_err(|e| Failure::runtime(format!("cannot encode the report as JSON: {e}")))?;
-            println!("{text}");
-        }
+        OutputFormat::Json => println!("{}", json_document(report)?),
         OutputFormat::Table => print!("{}", render(report)),
     }
     Ok(())

@@ -98,3 +98,39 @@ fn version_names_the_commit_and_the_target() {
     let want = format!("cgleak {} (commit {}, x86_64-unknown-linux-gnu)\n", env!("CARGO_PKG_VERSION"), head.trim());
     assert_eq!(r.stdout, want);
 }
+
+/// Every JSON document starts with `"schema_version": 1`: status, check, dying, probe,
+/// logs (the document and each JSON line), fix and its plan.
+#[test]
+fn every_json_document_starts_with_its_schema_version() {
+    let f = cgleak_fixtures::debian_4_19_v1_dying();
+    let root = f.root().to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("kubelet.log");
+    std::fs::write(
+        &log,
+        "Dec 22 00:00:00 node kubelet[1146]: E1222 00:00:00.000000 1146 pod_workers.go:951] \"Error syncing pod\" err=\"mkdir /sys/fs/cgroup/memory/kubepods/burstable/pod1: no space left on device\"\n",
+    )
+    .unwrap();
+    let log = log.to_str().unwrap();
+    let state = dir.path().join("fix-state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let state = state.to_str().unwrap();
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["--host-root", &root, "status", "--output", "json"],
+        vec!["--host-root", &root, "check", "--output", "json"],
+        vec!["--host-root", &root, "dying", "--output", "json"],
+        vec!["--host-root", &root, "fix", "gc", "--state-dir", state, "--output", "json"],
+        vec!["logs", log, "--output", "json"],
+    ];
+    for args in &runs {
+        let r = cgleak(args);
+        assert!(r.stdout.starts_with("{\n  \"schema_version\": 1,\n"), "{args:?}: {r:#?}");
+    }
+    let r = cgleak(&["logs", log, "--output", "jsonl"]);
+    assert_eq!(r.stdout.lines().count(), 1, "{r:#?}");
+    for line in r.stdout.lines() {
+        assert!(line.starts_with("{\"schema_version\":1,"), "{line}");
+    }
+}

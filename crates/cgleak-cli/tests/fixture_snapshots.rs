@@ -159,9 +159,11 @@ fn check_fixture(f: Fixture, e: Expect) {
     );
     // The census inside the report is the one status printed.
     // status adds the named dying memcgs beside the census (dying_named, dying_pinned_bytes,
-    // dying_by_parent).
+    // dying_by_parent), and both documents start with their schema_version.
+    assert_eq!(s["schema_version"], 1, "{name}: status's schema_version");
+    assert_eq!(c["schema_version"], 1, "{name}: check's schema_version");
     let mut census_part = s.clone();
-    for k in ["dying_named", "dying_pinned_bytes", "dying_by_parent"] {
+    for k in ["dying_named", "dying_pinned_bytes", "dying_by_parent", "schema_version"] {
         census_part.as_object_mut().unwrap().remove(k);
     }
     assert_eq!(at(&c, "census"), &census_part, "{name}: check's census equals status");

@@ -51,6 +51,9 @@ pub enum IncidentKind {
 }
 
 impl IncidentKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [IncidentKind; 3] = [IncidentKind::MemcgCreateFailed, IncidentKind::SlabAllocFailed, IncidentKind::InotifyExhausted];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IncidentKind::MemcgCreateFailed => "memcg_create_failed",

@@ -81,7 +81,7 @@ impl<'a> Printer<'a> {
         match self.format {
             OutputArg::Json => {
                 let doc = LogsReport { incidents: &self.kept, summary: &self.summary, sources };
-                serde_json::to_writer_pretty(&mut self.out, &doc)?;
+                serde_json::to_writer_pretty(&mut self.out, &super::Versioned::new(&doc))?;
                 self.out.write_all(b"\n")?;
             }
             OutputArg::Jsonl => {}
@@ -102,7 +102,7 @@ impl<'a> Printer<'a> {
                 self.kept.push(i);
                 Ok(())
             }
-            OutputArg::Jsonl => serde_json::to_writer(&mut self.out, &JsonlIncident::of(&i)).map_err(io::Error::from).and_then(|_| self.out.write_all(b"\n")),
+            OutputArg::Jsonl => serde_json::to_writer(&mut self.out, &super::Versioned::new(&JsonlIncident::of(&i))).map_err(io::Error::from).and_then(|_| self.out.write_all(b"\n")),
             OutputArg::Table => {
                 let head = if self.rows == 0 { writeln!(self.out, "{}", table_header()) } else { Ok(()) };
                 head.and_then(|_| writeln!(self.out, "{}", table_row(&i)))
