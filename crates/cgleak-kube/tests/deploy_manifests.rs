@@ -202,7 +202,7 @@ struct Expect {
     namespace: &'static str,
 }
 
-const ALERTS: [&str; 8] = [
+const ALERTS: [&str; 10] = [
     "MemcgHeadroomLow",
     "MemcgExhausted",
     "MemcgExhaustionForecast",
@@ -211,6 +211,8 @@ const ALERTS: [&str; 8] = [
     "MemcgIdsInUseHigh",
     "MemcgKmemActiveGrowing",
     "MemcgDeadSlabIdsGrowing",
+    "CgleakAgentDown",
+    "CgleakAgentAbsent",
 ];
 
 /// The host paths the agent reads, where it reads them, and whether fix actions write them.
@@ -867,4 +869,43 @@ fn chart_notes_say_how_to_see_a_node() {
     assert!(notes.contains("kubectl -n monitoring exec daemonset/cgleak -- cgleak --host-root /host status"), "{notes}");
     assert!(notes.contains("MemcgExhaustion"), "{notes}");
     assert!(notes.contains("prometheusRule.enabled=true"), "{notes}");
+}
+
+/// GitHub's anchor of a Markdown heading: lower case, spaces to `-`, other punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading.trim().to_lowercase().chars().filter_map(|c| match c {
+        ' ' => Some('-'),
+        c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+        _ => None,
+    }).collect()
+}
+
+#[test]
+fn every_alert_has_a_runbook_in_the_readme_and_names_its_node() {
+    let readme = std::fs::read_to_string(deploy_dir().join("../README.md")).unwrap();
+    let anchors: BTreeSet<String> = readme.lines().filter_map(|l| l.strip_prefix("### ")).map(anchor).collect();
+    let rules = rules_file_groups();
+    let rules = rules[0].get("rules").and_then(Value::as_sequence).unwrap();
+    for r in rules {
+        let name = str_at(r, &["alert"]).unwrap();
+        let url = str_at(r, &["annotations", "runbook_url"]).unwrap_or_else(|| panic!("{name}: no runbook_url"));
+        let (base, frag) = url.split_once('#').unwrap();
+        assert_eq!(base, "https://github.com/cgleak/cgleak/blob/main/README.md", "{name}");
+        assert_eq!(frag, name.to_lowercase(), "{name}");
+        assert!(anchors.contains(frag), "{name}: README has no heading for #{frag}");
+        if name != "CgleakAgentAbsent" {
+            assert!(str_at(r, &["annotations", "summary"]).unwrap().contains("{{ $labels.node }}"), "{name}: the summary names the node");
+        }
+    }
+    // The chart reads a copy of the file as data: the same bytes, and its base URL can move.
+    assert_eq!(
+        std::fs::read_to_string(chart_dir().join("files/cgleak-alerts.yml")).unwrap(),
+        std::fs::read_to_string(deploy_dir().join("prometheus/cgleak-alerts.yml")).unwrap(),
+        "deploy/helm/cgleak/files/cgleak-alerts.yml is a copy of deploy/prometheus/cgleak-alerts.yml"
+    );
+    let docs = helm_template_docs(&["--set", "prometheusRule.enabled=true", "--set", "prometheusRule.runbookBaseUrl=https://wiki.example/cgleak"]).unwrap();
+    let rule = docs.iter().find(|d| str_at(d, &["kind"]) == Some("PrometheusRule")).unwrap();
+    let first = &at(rule, &["spec", "groups"]).and_then(Value::as_sequence).unwrap()[0]["rules"][0];
+    assert_eq!(str_at(first, &["annotations", "runbook_url"]), Some("https://wiki.example/cgleak#memcgheadroomlow"));
+    assert!(str_at(first, &["annotations", "summary"]).unwrap().contains("{{ $labels.node }}"), "helm left Prometheus's template alone");
 }
