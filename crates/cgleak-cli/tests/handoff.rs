@@ -234,8 +234,11 @@ fn npd_config_is_a_valid_custom_plugin_monitor() {
 
     let conditions = c["conditions"].as_array().unwrap();
     assert_eq!(conditions.len(), 1);
-    assert_eq!(conditions[0]["type"], "MemcgExhaustion");
-    assert_eq!(conditions[0]["reason"], "MemcgHealthy");
+    // One writer per condition: NPD's type is its own, never the agent's (whose True means
+    // leaking, near the limit or exhausted; this one, exhausted only).
+    assert_eq!(conditions[0]["type"], "MemcgIdsExhausted");
+    assert_ne!(conditions[0]["type"], cgleak_kube::objects::CONDITION_TYPE, "the agent writes that one");
+    assert_eq!(conditions[0]["reason"], "MemcgIdsAvailable");
     assert!(conditions[0]["message"].as_str().is_some_and(|m| !m.is_empty()));
 
     let rules = c["rules"].as_array().unwrap();
@@ -249,7 +252,7 @@ fn npd_config_is_a_valid_custom_plugin_monitor() {
             "permanent" => {
                 permanent += 1;
                 // One permanent rule per condition: two would flip it back and forth.
-                assert_eq!(r["condition"], "MemcgExhaustion", "{r}");
+                assert_eq!(r["condition"], "MemcgIdsExhausted", "{r}");
             }
             "temporary" => assert!(r.get("condition").is_none(), "{r}"),
             t => panic!("rule type {t}"),
