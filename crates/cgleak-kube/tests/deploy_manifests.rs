@@ -177,16 +177,30 @@ fn render_chart(overrides: &[(&str, Value)]) -> (Manifests, BTreeMap<String, Str
     (m, rendered)
 }
 
-fn plain_manifests(with_taint: bool) -> Manifests {
-    // `kubectl apply -f deploy/daemonset/` (not recursive), plus `-f deploy/daemonset/taint/`.
-    let mut m = Manifests::default();
-    let dirs: &[&str] = if with_taint { &["daemonset", "daemonset/taint"] } else { &["daemonset"] };
-    for dir in dirs {
-        for file in yaml_files(&deploy_dir().join(dir)) {
-            let name = file.file_name().unwrap().to_string_lossy().to_string();
-            add_yaml(&mut m, &std::fs::read_to_string(&file).unwrap(), &format!("deploy/{dir}/{name}"));
-        }
+/// `kubectl kustomize` of `deploy/` as a user's overlay takes it: `components` from
+/// deploy/daemonset/ (`monitoring`, `taint`) on top. The overlay lives in a temporary
+/// directory and names deploy/ relatively (kustomize refuses absolute roots).
+fn kustomize(components: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let deploy = deploy_dir().canonicalize().unwrap();
+    let up = "../".repeat(tmp.path().canonicalize().unwrap().components().count() - 1);
+    let rel = |p: &Path| format!("{up}{}", p.to_str().unwrap().trim_start_matches('/'));
+    let mut k = format!("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\n", rel(&deploy));
+    if !components.is_empty() {
+        let c: Vec<String> = components.iter().map(|c| rel(&deploy.join("daemonset").join(c))).collect();
+        k.push_str(&format!("components: [{}]\n", c.join(", ")));
     }
+    std::fs::write(tmp.path().join("kustomization.yaml"), k).unwrap();
+    let out = std::process::Command::new("kubectl").arg("kustomize").arg(tmp.path()).output().expect("kubectl (kubectl kustomize renders deploy/)");
+    assert!(out.status.success(), "kubectl kustomize {components:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `kubectl apply -k deploy/` with the monitoring component (and the taint's), parsed.
+fn plain_manifests(with_taint: bool) -> Manifests {
+    let components: &[&str] = if with_taint { &["monitoring", "taint"] } else { &["monitoring"] };
+    let mut m = Manifests::default();
+    add_yaml(&mut m, &kustomize(components), &format!("kubectl kustomize deploy/ + {components:?}"));
     m
 }
 
@@ -908,4 +922,39 @@ fn every_alert_has_a_runbook_in_the_readme_and_names_its_node() {
     let first = &at(rule, &["spec", "groups"]).and_then(Value::as_sequence).unwrap()[0]["rules"][0];
     assert_eq!(str_at(first, &["annotations", "runbook_url"]), Some("https://wiki.example/cgleak#memcgheadroomlow"));
     assert!(str_at(first, &["annotations", "summary"]).unwrap().contains("{{ $labels.node }}"), "helm left Prometheus's template alone");
+}
+
+#[test]
+fn kustomize_renders_deploy_in_one_pass_namespace_first_without_crds() {
+    // What `kubectl apply -k deploy/` applies: the Namespace first, nothing that needs a CRD.
+    let plain = std::process::Command::new("kubectl").args(["kustomize"]).arg(deploy_dir()).output().expect("kubectl");
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    let text = String::from_utf8(plain.stdout).unwrap();
+    let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&text)
+        .map(|de| Value::deserialize(de).unwrap())
+        .filter(|v| !v.is_null())
+        .map(|v| str_at(&v, &["kind"]).unwrap().to_string())
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("Namespace"), "{kinds:?}");
+    for k in &kinds {
+        assert!(!matches!(k.as_str(), "ServiceMonitor" | "PrometheusRule"), "{k} needs the Prometheus Operator's CRDs: opt-in only");
+    }
+    assert!(kinds.iter().any(|k| k == "DaemonSet") && kinds.iter().any(|k| k == "NetworkPolicy"), "{kinds:?}");
+    // The components add exactly their objects.
+    let mut m = Manifests::default();
+    add_yaml(&mut m, &kustomize(&["monitoring"]), "monitoring");
+    assert_eq!((m.service_monitors.len(), m.prometheus_rules.len()), (1, 1));
+    // Every YAML file under deploy/daemonset/ is in the kustomization or one of its components.
+    let all = format!("{text}{}", kustomize(&["monitoring", "taint"]));
+    for dir in ["daemonset", "daemonset/monitoring", "daemonset/taint"] {
+        for f in yaml_files(&deploy_dir().join(dir)) {
+            if f.file_name().unwrap() == "kustomization.yaml" {
+                continue;
+            }
+            let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap_or(Value::Null);
+            if let Some(name) = str_at(&doc, &["metadata", "name"]) {
+                assert!(all.contains(&format!("name: {name}")), "{} is in no kustomization", f.display());
+            }
+        }
+    }
 }
