@@ -19,6 +19,7 @@
 mod bpf;
 mod cpio;
 mod dist;
+mod image;
 mod kernels;
 
 use std::collections::BTreeSet;
@@ -65,6 +66,21 @@ the path, the size and the checksum.
 Example:
   cargo xtask dist")]
     Dist,
+    /// Build the agent's OCI image (FROM scratch: the dist binary at /usr/local/bin/cgleak)
+    /// as an image layout and an archive, with no registry and no container daemon.
+    #[command(after_help = "\
+Builds target/dist/cgleak-x86_64-linux first (cargo xtask dist), then writes the OCI image
+layout target/image/oci (tag = the crate version) and the same as one archive,
+target/image/cgleak-<version>-oci.tar. Entrypoint /usr/local/bin/cgleak, command
+`agent --host-root /host` (the DaemonSet passes its own args).
+
+Push it (README, Image):
+  skopeo copy oci-archive:target/image/cgleak-0.1.0-oci.tar docker://REGISTRY/cgleak:0.1.0
+  podman load -i target/image/cgleak-0.1.0-oci.tar && podman push ...
+
+Example:
+  cargo xtask image")]
+    Image,
     /// Build the BPF memcg walk (crates/cgleak-bpf/bpf/memcg_walk.bpf.c) with Debian's clang into
     /// the committed object and its stamp; --check proves the committed object is that build.
     #[command(after_help = "\
@@ -233,6 +249,13 @@ fn main() {
             println!("path    {}", d.path.display());
             println!("size    {} bytes ({:.1} MiB)", d.size, d.size as f64 / (1024.0 * 1024.0));
             println!("sha256  {}", d.sha256);
+            true
+        }),
+        Cmd::Image => image::build(&workspace_root(), &target_dir()).map(|i| {
+            println!("layout   {}", i.layout.display());
+            println!("archive  {}", i.archive.display());
+            println!("tag      {}", i.tag);
+            println!("digest   {}", i.manifest_digest);
             true
         }),
         Cmd::Bpf { check: false } => bpf::build(&workspace_root()).map(|()| true),

@@ -48,7 +48,7 @@ fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-const KEYS: [&str; 11] = ["kind", "errno", "component", "time", "host", "cgroup_path", "pod_uid", "container_id", "source", "line", "raw"];
+const KEYS: [&str; 12] = ["schema_version", "kind", "errno", "component", "time", "host", "cgroup_path", "pod_uid", "container_id", "source", "line", "raw"];
 
 #[test]
 fn rotated_generations_and_gzip_in_order_with_line_numbers() {
