@@ -32,6 +32,11 @@ pub struct GlobalArgs {
     /// Output format (jsonl, one JSON object per line, is for `logs` only).
     #[arg(long = "output", short = 'o', global = true, value_enum, value_name = "FORMAT", default_value_t = OutputArg::Table)]
     pub output_arg: OutputArg,
+    /// The time zone of log times written without one (syslog, klog): an IANA name
+    /// (America/Chicago), UTC or an offset (-06:00) [default: the host's /etc/localtime under
+    /// --host-root, else this machine's zone].
+    #[arg(long, global = true, value_name = "ZONE", allow_hyphen_values = true)]
+    pub log_timezone: Option<String>,
     /// The format of commands that have no jsonl: `output_arg`, checked in `main`.
     #[arg(skip = OutputFormat::Table)]
     pub output: OutputFormat,

@@ -149,6 +149,20 @@ fn main() -> ExitCode {
         eprintln!("cgleak: --output jsonl is for `cgleak logs` only; use --output json");
         return ExitCode::from(exit::USAGE);
     }
+    // The zone of zone-less log times, for every command that reads logs.
+    let host = cgleak_readers::HostPaths::new(&cli.global.host_root);
+    match cli.global.log_timezone.as_deref().map(|z| cgleak_readers::logs::clock::zone_named(&host, z)) {
+        Some(Ok(tz)) => cgleak_readers::logs::clock::set_log_timezone(tz),
+        Some(Err(e)) => {
+            eprintln!("cgleak: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+        None => {
+            if let Some(tz) = cgleak_readers::logs::clock::host_zone(&host) {
+                cgleak_readers::logs::clock::set_log_timezone(tz);
+            }
+        }
+    }
     let r = match &cli.command {
         Command::Status(a) => cmd_status::run(&cli.global, a),
         Command::Check(a) => cmd_check::run(&cli.global, a),

@@ -211,7 +211,7 @@ pub fn registry_with(input: &MetricsInput<'_>, reclaim: Option<&ReclaimTotals>) 
         // so that sums by kind exist before any incident; each writer's own series appears
         // at its first incident, already at 1 (the MemcgCreateFailures rule counts those).
         for kind in IncidentKind::ALL {
-            f.get_or_create(&zero_series(kind, true));
+            let _ = f.get_or_create(&zero_series(kind, true));
         }
         for ((kind, component, errno), n) in &counts.trusted {
             let labels = vec![("kind", kind.as_str().to_string()), ("component", component.clone()), ("errno", errno.unwrap_or("none").to_string())];
@@ -225,7 +225,7 @@ pub fn registry_with(input: &MetricsInput<'_>, reclaim: Option<&ReclaimTotals>) 
         );
         let u: Family<Labels, Counter> = Family::default();
         for kind in IncidentKind::ALL {
-            u.get_or_create(&zero_series(kind, false));
+            let _ = u.get_or_create(&zero_series(kind, false));
         }
         for ((kind, errno), n) in &counts.untrusted {
             u.get_or_create(&vec![("kind", kind.as_str().to_string()), ("errno", errno.unwrap_or("none").to_string())]).inc_by(*n);

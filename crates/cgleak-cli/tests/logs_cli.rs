@@ -605,3 +605,53 @@ fn trust_in_each_output_and_container_logs_are_never_read() {
     let doc = cgleak(&["logs", &s(&copy), "-o", "json"]).json();
     assert!(doc["incidents"][0]["origin"].as_str().unwrap().starts_with("a container's output (CRI log format"), "{doc}");
 }
+
+/// A kubelet line written 20 minutes ago on a Chicago node, in syslog's zone-less form.
+fn chicago_line(dir: &Path) -> PathBuf {
+    let tz = cgleak_readers::logs::clock::zone_named(&cgleak_readers::HostPaths::new("/"), "America/Chicago").expect("tzdata's America/Chicago");
+    let t = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_mins(20)).unwrap().to_zoned(tz);
+    let line = format!(
+        "{} node-1 kubelet[1146]: {} 1146 pod_workers.go:951] \"Error syncing pod\" err=\"mkdir /sys/fs/cgroup/memory/kubepods/burstable/pod0f6b3c2e-8a1d-4f5e-9c7b-2d4e6f8a0b1c: no space left on device\"\n",
+        t.strftime("%b %e %H:%M:%S"),
+        t.strftime("E%m%d %H:%M:%S.000000")
+    );
+    let p = dir.join("syslog");
+    fs::write(&p, line).unwrap();
+    p
+}
+
+/// Zone-less log times are read in the node's zone: `--log-timezone`, else the host's
+/// /etc/localtime under --host-root (a DaemonSet pod runs in UTC), else this process's. An
+/// incident 20 minutes ago on a Chicago node is within `--since 1h` only when read so.
+#[test]
+fn zone_less_times_in_the_nodes_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = chicago_line(dir.path());
+    let log = s(&log);
+    let found = |args: &[&str]| -> usize {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cgleak"));
+        cmd.env("TZ", "UTC");
+        let run = cgleak_cmd(cmd, args);
+        assert!(run.code == 0 || run.code == 3, "{args:?}: {run:#?}");
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()["incidents"].as_array().unwrap().len()
+    };
+    let logs = ["logs", log.as_str(), "--since", "1h", "--output", "json"];
+    assert_eq!(found(&logs), 0, "read in UTC, the line is 6 hours old (or in the future)");
+    assert_eq!(found(&[&["--log-timezone", "America/Chicago"][..], &logs[..]].concat()), 1);
+    // A fixed offset: CST or CDT, whichever the date has, finds it (the other is an hour off
+    // and may not).
+    let fixed: usize = ["-06:00", "-05:00"].iter().map(|z| found(&[&["--log-timezone", z][..], &logs[..]].concat())).sum();
+    assert!(fixed >= 1);
+    assert_eq!(found(&[&["--log-timezone", "UTC"][..], &logs[..]].concat()), 0);
+    // The host's /etc/localtime under --host-root.
+    let root = dir.path().join("host");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::copy("/usr/share/zoneinfo/America/Chicago", root.join("etc/localtime")).expect("tzdata");
+    assert_eq!(found(&[&["--host-root", s(&root).as_str()][..], &logs[..]].concat()), 1, "the host's zone");
+    // A zone that does not exist, or a path, is a usage error naming the flag.
+    for bad in ["Mars/Olympus", "../../etc/passwd", "+99:00"] {
+        let run = cgleak(&["--log-timezone", bad, "logs", log.as_str()]);
+        assert_eq!(run.code, 2, "{bad}: {run:#?}");
+        assert!(run.stderr.contains("--log-timezone"), "{bad}: {}", run.stderr);
+    }
+}

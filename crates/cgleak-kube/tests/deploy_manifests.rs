@@ -239,12 +239,14 @@ const STATE_DIR: (&str, &str) = ("/var/lib/cgleak/agent", "/host/var/lib/cgleak/
 /// The one file a reclaim writes (`--reclaim-every`), where it is mounted writable.
 const DROP_CACHES: (&str, &str) = ("/proc/sys/vm/drop_caches", "/host/proc/sys/vm/drop_caches");
 
-const HOST_MOUNTS: [(&str, &str, bool); 5] = [
+const HOST_MOUNTS: [(&str, &str, bool); 6] = [
     ("/proc", "/host/proc", true),
     ("/sys", "/host/sys", true),
     ("/var/log", "/host/var/log", false),
     ("/dev/kmsg", "/host/dev/kmsg", false),
     ("/var/lib/kubelet/pods", "/host/var/lib/kubelet/pods", false),
+    // The node's zone for zone-less log times (cgleak reads <host-root>/etc/localtime).
+    ("/etc/localtime", "/host/etc/localtime", false),
 ];
 
 fn pod_spec(ds: &DaemonSet) -> &PodSpec {
@@ -957,4 +959,24 @@ fn kustomize_renders_deploy_in_one_pass_namespace_first_without_crds() {
             }
         }
     }
+}
+
+#[test]
+fn chart_log_timezone_names_a_zone_or_drops_the_hosts() {
+    // A named zone: the flag, and the node's zoneinfo read-only for the agent to read it.
+    let (m, _) = render_chart(&[("logTimezone.name", Value::from("America/Chicago"))]);
+    let c = agent_container(&m.daemonsets[0]);
+    assert!(follows(c.args.as_ref().unwrap(), "--log-timezone", "America/Chicago"), "{:?}", c.args);
+    let zi = c.volume_mounts.as_ref().unwrap().iter().find(|v| v.mount_path == "/host/usr/share/zoneinfo").expect("zoneinfo mount");
+    assert_eq!(zi.read_only, Some(true));
+    let vol = pod_spec(&m.daemonsets[0]).volumes.as_ref().unwrap().iter().find(|v| v.name == zi.name).unwrap();
+    assert_eq!(vol.host_path.as_ref().unwrap().path, "/usr/share/zoneinfo");
+    // A node without /etc/localtime: the mount can go.
+    let (m, _) = render_chart(&[("logTimezone.hostLocaltime", Value::Bool(false))]);
+    let c = agent_container(&m.daemonsets[0]);
+    assert!(c.volume_mounts.as_ref().unwrap().iter().all(|v| v.mount_path != "/host/etc/localtime"));
+    assert!(!c.args.as_ref().unwrap().iter().any(|a| a == "--log-timezone"));
+    // The schema refuses a path.
+    let err = helm_template_docs(&["--set", "logTimezone.name=../../etc/passwd"]).expect_err("a path is no zone");
+    assert!(err.contains("/logTimezone/name"), "{err}");
 }

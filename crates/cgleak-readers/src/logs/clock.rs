@@ -1,11 +1,80 @@
 //! Times in logs: epoch seconds to RFC 3339, the leading timestamp of a line, the
-//! `--since` argument and the local time zone's offset. No time-zone database: a time
-//! written without a zone (syslog, klog) is kept as "zone-less" and only compared with
-//! other times of the same file.
+//! `--since` argument and the offset of the zone that times written without one (syslog,
+//! klog) are read in: `--log-timezone`, else the host's `/etc/localtime` under a
+//! `--host-root` (a DaemonSet pod's own zone is not the node's), else this process's zone.
 
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use jiff::tz::{Offset, TimeZone};
+
 use crate::duration::{self, Accept};
+use crate::HostPaths;
+
+/// The zone chosen at start ([`set_log_timezone`]); unset: this process's local zone.
+static LOG_TZ: OnceLock<TimeZone> = OnceLock::new();
+
+/// A TZif file is a few KiB; anything bigger is not one.
+const MAX_TZIF: u64 = 1 << 20;
+
+/// Read times without a zone in `tz` from now on (once, at start).
+pub fn set_log_timezone(tz: TimeZone) {
+    let _ = LOG_TZ.set(tz);
+}
+
+/// `+05:30`, `-06:00`, `+0530`, `-06` as an offset.
+fn fixed_offset(s: &str) -> Option<Offset> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !matches!(digits.len(), 2 | 4) || (rest.contains(':') && rest.len() != 5) {
+        return None;
+    }
+    let h: i32 = digits[..2].parse().ok()?;
+    let m: i32 = if digits.len() == 4 { digits[2..].parse().ok()? } else { 0 };
+    if h > 25 || m > 59 {
+        return None;
+    }
+    Offset::from_seconds(sign * (h * 3600 + m * 60)).ok()
+}
+
+/// The zone `--log-timezone` names: `UTC`, a fixed offset (`-06:00`), or an IANA name
+/// (`America/Chicago`) read from the host's `/usr/share/zoneinfo` (under `--host-root`),
+/// else from this process's.
+pub fn zone_named(host: &HostPaths, name: &str) -> Result<TimeZone, String> {
+    let n = name.trim();
+    if n.eq_ignore_ascii_case("utc") || n == "Z" {
+        return Ok(TimeZone::UTC);
+    }
+    if let Some(off) = fixed_offset(n) {
+        return Ok(TimeZone::fixed(off));
+    }
+    let plain = !n.is_empty() && !n.starts_with('/') && n.split('/').all(|c| !c.is_empty() && c != "." && c != "..") && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+    if !plain {
+        return Err(format!("--log-timezone {name:?}: not a zone name (America/Chicago), UTC or an offset (-06:00)"));
+    }
+    let path = Path::new("/usr/share/zoneinfo").join(n);
+    if let Ok(bytes) = host.read_bytes(&path, MAX_TZIF) {
+        if let Ok(tz) = TimeZone::tzif(n, &bytes) {
+            return Ok(tz);
+        }
+    }
+    TimeZone::get(n).map_err(|e| format!("--log-timezone {name:?}: no such zone in {} or this system's zoneinfo ({e})", host.host(&path).display()))
+}
+
+/// The host's own zone, from `/etc/localtime` under `--host-root` (None on the host itself,
+/// where the process's zone is the host's, and when the file is missing or not TZif).
+pub fn host_zone(host: &HostPaths) -> Option<TimeZone> {
+    if host.is_host_root() {
+        return None;
+    }
+    let bytes = host.read_bytes("/etc/localtime", MAX_TZIF).ok()?;
+    TimeZone::tzif("localtime", &bytes).ok()
+}
 
 /// Seconds since the epoch, now.
 pub fn now_epoch() -> i64 {
@@ -178,9 +247,17 @@ pub fn parse_since(s: &str, now: i64) -> Result<i64, String> {
     Err(format!("{s:?}: not a duration (30m, 1h, 2d) or a time (2023-12-22, 2023-12-22T08:00:00Z)"))
 }
 
-/// Seconds east of UTC of the local time zone now (TZ, /etc/localtime), 0 when unknown:
-/// what times written without a zone (syslog, klog) are taken in.
+/// Seconds east of UTC, now, of the zone times written without one (syslog, klog) are taken
+/// in: the one [`set_log_timezone`] chose, else this process's (TZ, /etc/localtime), 0 when
+/// unknown.
 pub fn local_offset() -> i64 {
+    match LOG_TZ.get() {
+        Some(tz) => i64::from(tz.to_offset(jiff::Timestamp::now()).seconds()),
+        None => process_offset(),
+    }
+}
+
+fn process_offset() -> i64 {
     // SAFETY: time(NULL) has no preconditions; localtime_r writes only into `tm`,
     // a plain-data struct we own, and returns NULL on failure.
     unsafe {
