@@ -5,12 +5,13 @@ use clap::Args;
 
 use cgleak_model::census::take_census;
 use cgleak_model::dying;
+use cgleak_model::forecast::{Sample, DEFAULT_HISTORY_CAPACITY};
 use cgleak_model::verdict::exhaustion_forecast;
 
 use crate::args::{agent_history, GlobalArgs, OutputFormat};
 use crate::exit::{census_failure, Failure, OK};
 use crate::metrics::{self, MetricsInput};
-use crate::render::{self, note};
+use crate::render::{self, history, note};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -30,6 +31,17 @@ pub struct StatusArgs {
     /// is asked for, not the default.
     #[arg(long)]
     pub dying: bool,
+    /// Also draw the agent's stored history: IDs in use (with the limit and the forecast
+    /// line) and dying memcgs over time, as charts as wide as the terminal; with --output
+    /// json, the samples under `history`.
+    #[arg(long)]
+    pub history: bool,
+    /// Draw the --history charts with ASCII characters only.
+    #[arg(long, requires = "history")]
+    pub ascii: bool,
+    /// Width of the --history charts in columns [default: the terminal's, else $COLUMNS, else 80].
+    #[arg(long, value_name = "COLUMNS", requires = "history", value_parser = clap::value_parser!(u16).range(30..=1000))]
+    pub width: Option<u16>,
 }
 
 pub fn run(g: &GlobalArgs, a: &StatusArgs) -> Result<u8, Failure> {
@@ -44,7 +56,14 @@ pub fn run(g: &GlobalArgs, a: &StatusArgs) -> Result<u8, Failure> {
     } else {
         None
     };
-    let fc = agent_history(&host, a.state_dir.as_deref()).stored_forecast(&mut note);
+    let files = agent_history(&host, a.state_dir.as_deref());
+    let fc = files.stored_forecast(&mut note);
+    // The samples behind the forecast, for --history.
+    let samples: Vec<Sample> = if a.history {
+        files.read(DEFAULT_HISTORY_CAPACITY, &mut |_| {}).map(|(h, _)| h.samples().copied().collect()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let json_err = |e: serde_json::Error| Failure::runtime(e.to_string());
     match g.output {
         OutputFormat::Json => {
@@ -56,6 +75,9 @@ pub fn run(g: &GlobalArgs, a: &StatusArgs) -> Result<u8, Failure> {
                 obj.insert("dying_named".into(), named.as_ref().map(|d| d.named).into());
                 obj.insert("dying_pinned_bytes".into(), named.as_ref().map(|d| d.pinned_bytes).into());
                 obj.insert("dying_by_parent".into(), named.as_ref().map(|d| by_parent_json(&d.by_parent)).into());
+                if a.history {
+                    obj.insert("history".into(), serde_json::to_value(&samples).map_err(json_err)?);
+                }
             }
             println!("{}", render::json_document(&v)?)
         }
@@ -66,6 +88,10 @@ pub fn run(g: &GlobalArgs, a: &StatusArgs) -> Result<u8, Failure> {
             }
             if let Some(f) = exhaustion_forecast(fc.as_ref()) {
                 println!("\nforecast    {}", f.summary);
+            }
+            if a.history {
+                let width = a.width.map(usize::from).unwrap_or_else(history::terminal_width);
+                print!("\n{}", history::history_charts(&samples, fc.as_ref(), history::ChartStyle { width, height: 8, ascii: a.ascii }));
             }
         }
     }

@@ -60,7 +60,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Census of memcgs: live, dying, IDs in use, headroom, kmem, slab, kubepods.
-    #[command(after_help = "Examples:\n  cgleak status\n  cgleak status --output json | jq .memcg.headroom\n  cgleak status --dying --output json | jq .dying_pinned_bytes\n  cgleak --host-root /host status")]
+    #[command(after_help = "Examples:\n  cgleak status\n  cgleak status --output json | jq .memcg.headroom\n  cgleak status --dying --output json | jq .dying_pinned_bytes\n  cgleak status --history\n  cgleak status --history --ascii --width 72\n  cgleak --host-root /host status")]
     Status(cmd_status::StatusArgs),
     /// Verdict (healthy, at_risk, leaking, exhausted) with evidence and ranked remedies.
     #[command(after_help = "Exit codes: 0 healthy, 3 at_risk or leaking, 4 exhausted, 1 error, 2 usage, 77 not permitted.\n  --npd (node-problem-detector plugin): 0 OK, 1 problem, 2 unknown (any error).\n  --reboot-required (kured sentinel): 0 only a reboot helps, 1 no reboot needed, 2 error.\n\nExamples:\n  cgleak check\n  cgleak check --output json | jq -r .verdict\n  cgleak check --npd --host-root /host\n  kured --reboot-sentinel-command=\"/usr/local/bin/cgleak check --reboot-required\"\n    (kured runs it in the host's mount namespace: the host's path, no --host-root)")]

@@ -574,7 +574,7 @@ mod tests {
         let c = census_of(&f);
         let mut h = History::new(100);
         for i in 0..60u64 {
-            h.push(Sample { at_unix_secs: 1e9 + 60.0 * i as f64, ids_in_use: 60000 + i, id_limit: 65535 });
+            h.push(Sample { at_unix_secs: 1e9 + 60.0 * i as f64, ids_in_use: 60000 + i, id_limit: 65535, dying: None });
         }
         let fc = forecast(&h, 1e9 + 59.0 * 60.0);
         let inc = |errno: Option<Errno>, component: &str| Incident {
@@ -622,7 +622,7 @@ mod tests {
         let counts = IncidentCounts::new();
         let mut h = History::new(100);
         for i in 0..60u64 {
-            h.push(Sample { at_unix_secs: 1e9 + 60.0 * i as f64, ids_in_use: 60000, id_limit: 65535 });
+            h.push(Sample { at_unix_secs: 1e9 + 60.0 * i as f64, ids_in_use: 60000, id_limit: 65535, dying: None });
         }
         let flat = forecast(&h, 1e9 + 59.0 * 60.0);
         let text = exposition(&MetricsInput { census: &c, forecast: Some(&flat), incidents: Some(&counts), sample_duration: None });
@@ -635,12 +635,12 @@ mod tests {
         // Exhausted: 0.
         let mut h = History::new(100);
         for i in 0..60u64 {
-            h.push(Sample { at_unix_secs: 1e9 + 60.0 * i as f64, ids_in_use: 65535, id_limit: 65535 });
+            h.push(Sample { at_unix_secs: 1e9 + 60.0 * i as f64, ids_in_use: 65535, id_limit: 65535, dying: None });
         }
         assert_eq!(forecast_seconds(Some(&forecast(&h, 1e9 + 59.0 * 60.0))), 0.0);
         // Too few samples: NaN.
         let mut h = History::new(100);
-        h.push(Sample { at_unix_secs: 1e9, ids_in_use: 100, id_limit: 65535 });
+        h.push(Sample { at_unix_secs: 1e9, ids_in_use: 100, id_limit: 65535, dying: None });
         assert!(forecast_seconds(Some(&forecast(&h, 1e9))).is_nan());
 
     }

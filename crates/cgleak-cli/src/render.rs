@@ -3,6 +3,7 @@
 
 pub mod dying;
 pub mod fix;
+pub mod history;
 pub mod lab;
 pub mod logs;
 

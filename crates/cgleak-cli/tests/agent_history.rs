@@ -245,3 +245,42 @@ fn the_file_stays_bounded_and_links_are_never_followed() {
     assert_eq!(fs::read(&victim).unwrap(), b"precious\n", "{err}");
     assert!(err.contains("could not take them") && err.contains("left alone"), "the side file is a link: {err}");
 }
+
+/// `status --history` draws the stored history (IDs in use with the limit and the forecast,
+/// dying memcgs) at the width asked, in ASCII when asked, with local date-times; with
+/// `--output json` the samples are under `history`, raw.
+#[test]
+fn status_history_draws_the_stored_samples() {
+    let f = cgleak_fixtures::debian_6_12_v2_dying_subsys();
+    let state = tempfile::tempdir().unwrap();
+    let t0 = now() - 20.0 * 3600.0;
+    let lines: String = (0..120)
+        .map(|i| format!("{{\"at_unix_secs\":{},\"ids_in_use\":{},\"id_limit\":65535,\"dying\":{}}}\n", t0 + 600.0 * i as f64, 20000 + 250 * i, 50 + 3 * i))
+        .collect();
+    fs::write(state.path().join("agent-history.jsonl"), lines).unwrap();
+    let dir = state.path().to_str().unwrap();
+    let run = on_fixture(&f, &["status", "--history", "--state-dir", dir, "--width", "60", "--ascii"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let out = &run.stdout;
+    let charts = &out[out.find("IDs in use: ").expect("the charts")..];
+    assert!(charts.is_ascii(), "{charts}");
+    assert!(out.contains("IDs in use: 49750 now of 65535 (120 samples since "), "{out}");
+    assert!(out.contains("Dying memcgs: 407 now"), "{out}");
+    assert!(out.contains("forecast (shaded): the limit at "), "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.get(8..9) == Some("|")).collect();
+    assert_eq!(rows.len(), 16, "two charts of 8 rows: {out}");
+    assert!(rows.iter().all(|r| r.trim_end_matches(" limit").len() == 60), "{out}");
+    // Local date-times (this test runs in UTC unless TZ says otherwise), not epoch seconds.
+    let first = jiff::Timestamp::from_second(t0 as i64).unwrap().to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M").to_string();
+    assert!(out.contains(&first), "{first} in {out}");
+
+    let run = on_fixture(&f, &["status", "--history", "--state-dir", dir, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let h = v["history"].as_array().unwrap();
+    assert_eq!(h.len(), 120);
+    assert_eq!(h[119]["ids_in_use"], 49750);
+    assert_eq!(h[119]["dying"], 407);
+    // --ascii without --history is a usage error.
+    assert_eq!(on_fixture(&f, &["status", "--ascii"]).code, 2);
+}

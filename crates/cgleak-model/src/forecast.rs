@@ -26,6 +26,10 @@ pub struct Sample {
     pub at_unix_secs: f64,
     pub ids_in_use: u64,
     pub id_limit: u64,
+    /// Dying memcgs at the census, where the kernel counts them (for `status --history`;
+    /// absent from older lines and where they cannot be counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dying: Option<u64>,
 }
 
 impl Sample {
@@ -505,7 +509,7 @@ mod tests {
     fn series(n: usize, f: impl Fn(usize) -> f64) -> History {
         let mut h = History::new(10_000);
         for i in 0..n {
-            h.push(Sample { at_unix_secs: T0 + 60.0 * i as f64, ids_in_use: f(i).round().max(0.0) as u64, id_limit: LIMIT });
+            h.push(Sample { at_unix_secs: T0 + 60.0 * i as f64, ids_in_use: f(i).round().max(0.0) as u64, id_limit: LIMIT, dying: None });
         }
         h
     }
@@ -608,7 +612,7 @@ mod tests {
         // Two hours without samples, then a slower leak from a similar level.
         let resume = T0 + 60.0 * 99.0 + 2.0 * 3600.0;
         for i in 0..60 {
-            h.push(Sample { at_unix_secs: resume + 60.0 * i as f64, ids_in_use: 25000 + 3 * i as u64, id_limit: LIMIT });
+            h.push(Sample { at_unix_secs: resume + 60.0 * i as f64, ids_in_use: 25000 + 3 * i as u64, id_limit: LIMIT, dying: None });
         }
         let f = forecast(&h, resume + 59.0 * 60.0);
         assert_eq!(f.samples_used, 60, "{f:?}");
@@ -632,7 +636,7 @@ mod tests {
         // Many samples, one a second: 30 s is no trend.
         let mut h = History::new(100);
         for i in 0..30 {
-            h.push(Sample { at_unix_secs: T0 + i as f64, ids_in_use: 1000 + i, id_limit: LIMIT });
+            h.push(Sample { at_unix_secs: T0 + i as f64, ids_in_use: 1000 + i, id_limit: LIMIT, dying: None });
         }
         assert_eq!(forecast(&h, T0 + 30.0).outcome, ForecastOutcome::TooFewSamples);
     }
@@ -641,7 +645,7 @@ mod tests {
     fn old_samples_fall_out_of_the_window_and_the_ring() {
         let mut h = History::new(5);
         for i in 0..8 {
-            h.push(Sample { at_unix_secs: T0 + i as f64, ids_in_use: i, id_limit: LIMIT });
+            h.push(Sample { at_unix_secs: T0 + i as f64, ids_in_use: i, id_limit: LIMIT, dying: None });
         }
         assert_eq!(h.len(), 5);
         assert_eq!(h.samples().next().unwrap().ids_in_use, 3);
@@ -669,7 +673,7 @@ mod tests {
     #[test]
     fn clock_stepping_back_clears_the_history() {
         let mut h = series(10, |i| i as f64);
-        h.push(Sample { at_unix_secs: T0 - 100.0, ids_in_use: 5, id_limit: LIMIT });
+        h.push(Sample { at_unix_secs: T0 - 100.0, ids_in_use: 5, id_limit: LIMIT, dying: None });
         assert_eq!(h.len(), 1);
     }
 
@@ -745,13 +749,13 @@ mod tests {
     #[test]
     fn samples_round_trip_one_line_each() {
         for s in [
-            Sample { at_unix_secs: 1.7e9 + 0.123456789, ids_in_use: 0, id_limit: 65535 },
-            Sample { at_unix_secs: -0.0, ids_in_use: u64::MAX, id_limit: 0 },
-            Sample { at_unix_secs: f64::MAX, ids_in_use: 1, id_limit: 1 },
-            Sample { at_unix_secs: 5e-324, ids_in_use: 1, id_limit: 1 },
+            Sample { at_unix_secs: 1.7e9 + 0.123456789, ids_in_use: 0, id_limit: 65535, dying: None },
+            Sample { at_unix_secs: -0.0, ids_in_use: u64::MAX, id_limit: 0, dying: None },
+            Sample { at_unix_secs: f64::MAX, ids_in_use: 1, id_limit: 1, dying: None },
+            Sample { at_unix_secs: 5e-324, ids_in_use: 1, id_limit: 1, dying: None },
             // Seventeen significant digits: exact only with serde_json's float_roundtrip (fuzz/history_file).
-            Sample { at_unix_secs: 1.7111111111111112e40, ids_in_use: 1, id_limit: 1 },
-            Sample { at_unix_secs: 1796000120.2111113, ids_in_use: 1, id_limit: 1 },
+            Sample { at_unix_secs: 1.7111111111111112e40, ids_in_use: 1, id_limit: 1, dying: None },
+            Sample { at_unix_secs: 1796000120.2111113, ids_in_use: 1, id_limit: 1, dying: None },
         ] {
             let line = s.to_json_line();
             assert!(!line.contains('\n'));

@@ -315,7 +315,7 @@ mod tests {
     use super::*;
 
     fn lines(samples: &[(f64, u64)]) -> String {
-        samples.iter().map(|(t, ids)| Sample { at_unix_secs: *t, ids_in_use: *ids, id_limit: 65535 }.to_json_line() + "\n").collect()
+        samples.iter().map(|(t, ids)| Sample { at_unix_secs: *t, ids_in_use: *ids, id_limit: 65535, dying: None }.to_json_line() + "\n").collect()
     }
 
     fn ids(h: &History) -> Vec<u64> {
@@ -355,7 +355,7 @@ mod tests {
         assert_eq!(fs::read_to_string(t.path().join("agent-history.jsonl.bad")).unwrap(), "not a sample\n");
         assert_eq!(fs::read_to_string(files.history_file()).unwrap(), lines(&[(100.0, 10)]));
         let push = |store: &mut HistoryStore, (t, ids): (f64, u64), notes: &mut Vec<String>| {
-            store.push(Sample { at_unix_secs: t, ids_in_use: ids, id_limit: 65535 }, &mut |n| notes.push(n))
+            store.push(Sample { at_unix_secs: t, ids_in_use: ids, id_limit: 65535, dying: None }, &mut |n| notes.push(n))
         };
         for s in [(200.0, 20), (300.0, 30), (400.0, 40)] {
             push(&mut store, s, &mut notes);

@@ -119,7 +119,7 @@ impl Sampler {
     /// last sample (taken from `shared` either way: they are new only once).
     pub fn record(&mut self, census: Census, took: Duration, now_unix: f64, shared: &Mutex<Shared>) -> Option<ReportSummary> {
         if let Some(ids) = census.memcg.ids_in_use {
-            self.history.push(Sample { at_unix_secs: now_unix, ids_in_use: ids, id_limit: census.memcg.id_limit }, &mut note);
+            self.history.push(Sample { at_unix_secs: now_unix, ids_in_use: ids, id_limit: census.memcg.id_limit, dying: census.memcg.dying }, &mut note);
         }
         let fc = forecast(self.history.history(), now_unix);
         let new_incidents = std::mem::take(&mut lock(shared).pending_incidents);

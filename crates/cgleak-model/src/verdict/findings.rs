@@ -483,7 +483,7 @@ mod tests {
     fn forecast_of(n: usize, f: impl Fn(usize) -> f64) -> Forecast {
         let mut h = History::new(10_000);
         for i in 0..n {
-            h.push(Sample { at_unix_secs: T0 + 60.0 * i as f64, ids_in_use: f(i).round() as u64, id_limit: MEMCG_ID_LIMIT });
+            h.push(Sample { at_unix_secs: T0 + 60.0 * i as f64, ids_in_use: f(i).round() as u64, id_limit: MEMCG_ID_LIMIT, dying: None });
         }
         forecast(&h, T0 + 60.0 * (n - 1) as f64)
     }

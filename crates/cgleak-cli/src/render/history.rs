@@ -1,0 +1,239 @@
+//! `cgleak status --history`: IDs in use and dying memcgs over the agent's stored history,
+//! as column charts in the terminal, with the forecast line to the limit. Each column is a
+//! stretch of time (the newest sample in it); a bar's top is drawn in eighths of a cell
+//! (Unicode blocks `▁`..`█`), or with `#` and `-` under `--ascii`. Times are local.
+
+use cgleak_model::forecast::{Forecast, ForecastOutcome, Sample};
+
+/// How a chart is drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct ChartStyle {
+    /// Columns of the whole line (labels included).
+    pub width: usize,
+    /// Rows of bars.
+    pub height: usize,
+    pub ascii: bool,
+}
+
+/// The width of the terminal on stdout (TIOCGWINSZ), else $COLUMNS, else 80.
+pub fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ fills a winsize we own; a non-terminal fd fails with ENOTTY.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    if r == 0 && ws.ws_col >= 20 {
+        return ws.ws_col as usize;
+    }
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|c: &usize| *c >= 20).unwrap_or(80)
+}
+
+/// `2026-12-03 08:15` in this machine's zone.
+pub fn local_time(unix: f64) -> String {
+    match jiff::Timestamp::from_second(unix as i64) {
+        Ok(t) => t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M").to_string(),
+        Err(_) => format!("@{unix:.0}"),
+    }
+}
+
+const LABEL: usize = 7;
+const EIGHTHS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// One chart: the values (time, value) drawn from `from` to `to`, `projected` (time, value)
+/// after them drawn lighter, `limit` as a line when it is within the scale.
+struct Series<'a> {
+    title: String,
+    points: Vec<(f64, f64)>,
+    projected: Vec<(f64, f64)>,
+    limit: Option<f64>,
+    note: &'a str,
+}
+
+fn column_values(points: &[(f64, f64)], from: f64, to: f64, cols: usize) -> Vec<Option<f64>> {
+    let mut out = vec![None; cols];
+    let span = (to - from).max(1e-9);
+    for &(t, v) in points {
+        let c = (((t - from) / span) * cols as f64).floor().clamp(0.0, (cols - 1) as f64) as usize;
+        out[c] = Some(v);
+    }
+    out
+}
+
+fn draw(s: &Series<'_>, from: f64, to: f64, style: ChartStyle) -> String {
+    let cols = style.width.saturating_sub(LABEL + 2).max(10);
+    let hist = column_values(&s.points, from, to, cols);
+    let proj = column_values(&s.projected, from, to, cols);
+    let top = s
+        .points
+        .iter()
+        .chain(&s.projected)
+        .map(|p| p.1)
+        .chain(s.limit.filter(|l| s.points.iter().any(|p| p.1 >= 0.6 * l) || !s.projected.is_empty()))
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let h = style.height.max(2);
+    let limit_row = s.limit.filter(|l| *l <= top).map(|l| ((l / top) * h as f64).ceil() as usize);
+    let mut out = format!("{}\n", s.title);
+    for row in (0..h).rev() {
+        let label = if row == h - 1 { format!("{top:>LABEL$.0}") } else if row == 0 { format!("{:>LABEL$}", 0) } else { " ".repeat(LABEL) };
+        out.push_str(&label);
+        out.push_str(if style.ascii { " |" } else { " ┤" });
+        for c in 0..cols {
+            let (v, light) = match (hist[c], proj[c]) {
+                (Some(v), _) => (Some(v), false),
+                (None, Some(v)) => (Some(v), true),
+                _ => (None, false),
+            };
+            // Eighths of this row the bar fills.
+            let fill = v.map(|v| ((v / top) * (h * 8) as f64).round() as i64 - (row * 8) as i64).unwrap_or(0).clamp(0, 8);
+            let ch = if fill > 0 {
+                match (style.ascii, light) {
+                    (true, false) => if fill >= 4 { '#' } else { '.' },
+                    (true, true) => if fill >= 4 { ':' } else { '.' },
+                    (false, false) => EIGHTHS[fill as usize - 1],
+                    (false, true) => if fill >= 4 { '░' } else { ' ' },
+                }
+            } else if limit_row == Some(row + 1) {
+                if style.ascii { '-' } else { '─' }
+            } else {
+                ' '
+            };
+            out.push(ch);
+        }
+        if limit_row == Some(row + 1) {
+            out.push_str(" limit");
+        }
+        out.push('\n');
+    }
+    let (a, b) = (local_time(from), local_time(to));
+    let axis = if style.ascii { "+" } else { "└" };
+    let gap = cols.saturating_sub(a.len() + b.len()).max(1);
+    out.push_str(&format!("{}{axis} {a}{}{b}\n", " ".repeat(LABEL + 1), " ".repeat(gap)));
+    if !s.note.is_empty() {
+        out.push_str(&format!("{}  {}\n", " ".repeat(LABEL), s.note));
+    }
+    out
+}
+
+/// The charts of `samples` (oldest first) and the forecast from them.
+pub fn history_charts(samples: &[Sample], forecast: Option<&Forecast>, style: ChartStyle) -> String {
+    let Some(last) = samples.last() else {
+        return "no history: `cgleak agent` keeps one in its --state-dir (a sample per --interval); none was found\n".into();
+    };
+    let first = samples[0].at_unix_secs;
+    let limit = last.id_limit as f64;
+    let ids: Vec<(f64, f64)> = samples.iter().map(|s| (s.at_unix_secs, s.ids_in_use as f64)).collect();
+    // The forecast line, from the last sample to the limit, drawn over at most half the span.
+    let mut projected = Vec::new();
+    let mut to = last.at_unix_secs;
+    let fc_note = match forecast {
+        Some(f) if f.outcome == ForecastOutcome::Approaching => {
+            let left = f.seconds_to_exhaustion.unwrap_or(0.0);
+            let shown = left.min(((last.at_unix_secs - first) * 0.5).max(3600.0));
+            to = last.at_unix_secs + shown;
+            let steps = 64;
+            for i in 1..=steps {
+                let t = last.at_unix_secs + shown * i as f64 / steps as f64;
+                let v = (last.ids_in_use as f64 + f.slope_per_hour * (t - last.at_unix_secs) / 3600.0).min(limit);
+                projected.push((t, v));
+            }
+            format!("forecast (shaded): the limit at {} ({} from the last sample, +{:.0} IDs/h)", local_time(last.at_unix_secs + left), human(left), f.slope_per_hour)
+        }
+        Some(f) if f.outcome == ForecastOutcome::Exhausted => "forecast: exhausted: no ID left".into(),
+        Some(f) if f.outcome == ForecastOutcome::NotApproaching => format!("forecast: not heading to the limit ({:+.0} IDs/h)", f.slope_per_hour),
+        Some(_) => "forecast: too little history yet".into(),
+        None => String::new(),
+    };
+    let mut out = draw(
+        &Series {
+            title: format!("IDs in use: {} now of {} ({} samples since {})", last.ids_in_use, last.id_limit, samples.len(), local_time(first)),
+            points: ids,
+            projected,
+            limit: Some(limit),
+            note: &fc_note,
+        },
+        first,
+        to,
+        style,
+    );
+    let dying: Vec<(f64, f64)> = samples.iter().filter_map(|s| s.dying.map(|d| (s.at_unix_secs, d as f64))).collect();
+    out.push('\n');
+    if dying.is_empty() {
+        out.push_str("Dying memcgs: not in this history (the kernel cannot count them, or an agent before 0.1.0 kept it)\n");
+    } else {
+        let now = dying.last().map(|d| d.1).unwrap_or(0.0);
+        out.push_str(&draw(&Series { title: format!("Dying memcgs: {now:.0} now"), points: dying, projected: Vec::new(), limit: None, note: "" }, first, to, style));
+    }
+    out
+}
+
+fn human(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d {}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cgleak_model::forecast::{forecast, History};
+
+    fn rising(n: u64, dying: bool) -> Vec<Sample> {
+        (0..n).map(|i| Sample { at_unix_secs: 1.7e9 + 600.0 * i as f64, ids_in_use: 30000 + 300 * i, id_limit: 65535, dying: dying.then_some(100 + 10 * i) }).collect()
+    }
+
+    fn fc(samples: &[Sample]) -> Forecast {
+        let mut h = History::new(1000);
+        for s in samples {
+            h.push(*s);
+        }
+        forecast(&h, samples.last().unwrap().at_unix_secs)
+    }
+
+    #[test]
+    fn rising_ids_draw_rising_bars_the_limit_and_the_forecast() {
+        let s = rising(60, true);
+        let f = fc(&s);
+        assert_eq!(f.outcome, ForecastOutcome::Approaching);
+        let text = history_charts(&s, Some(&f), ChartStyle { width: 80, height: 8, ascii: false });
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("IDs in use: 47700 now of 65535 (60 samples since "), "{text}");
+        // Every row of bars fits the width (labels included, the limit's word aside).
+        let rows = |t: &str, axis: char| t.lines().filter(|l| l.chars().nth(LABEL + 1) == Some(axis)).map(|l| l.trim_end_matches(" limit").chars().count()).collect::<Vec<_>>();
+        assert!(rows(&text, '┤').iter().all(|n| *n == 80), "{text}");
+        // The bottom row is full from the first column; the top row only late (rising).
+        let bars: Vec<&str> = lines[1..9].to_vec();
+        let bottom: Vec<char> = bars[7].chars().skip(LABEL + 2).collect();
+        assert!(bottom[0] != ' ' && bottom[0] != '░', "{text}");
+        assert!(text.contains('░'), "the forecast is shaded: {text}");
+        assert!(text.contains("─") && text.contains(" limit"), "{text}");
+        assert!(text.contains("forecast (shaded): the limit at "), "{text}");
+        assert!(text.contains("Dying memcgs: 690 now"), "{text}");
+        // Local date-times, not Unix seconds.
+        assert!(!text.contains("1700000000") && text.contains(&local_time(1.7e9)), "{text}");
+    }
+
+    #[test]
+    fn ascii_is_ascii_and_narrow_terminals_are_honoured() {
+        let s = rising(30, false);
+        let f = fc(&s);
+        let text = history_charts(&s, Some(&f), ChartStyle { width: 40, height: 5, ascii: true });
+        assert!(text.is_ascii(), "{text}");
+        assert!(text.contains('#') && text.contains(':'), "{text}");
+        let rows: Vec<usize> = text.lines().filter(|l| l.chars().nth(LABEL + 1) == Some('|')).map(|l| l.trim_end_matches(" limit").len()).collect();
+        assert_eq!(rows.len(), 5, "{text}");
+        assert!(rows.iter().all(|n| *n == 40), "{text}");
+        assert!(text.contains("Dying memcgs: not in this history"), "{text}");
+    }
+
+    #[test]
+    fn flat_history_has_no_forecast_line_and_no_history_says_so() {
+        let s: Vec<Sample> = (0..20).map(|i| Sample { at_unix_secs: 1.7e9 + 60.0 * i as f64, ids_in_use: 500, id_limit: 65535, dying: Some(3) }).collect();
+        let f = fc(&s);
+        let text = history_charts(&s, Some(&f), ChartStyle { width: 60, height: 4, ascii: false });
+        assert!(!text.contains('░'), "{text}");
+        assert!(text.contains("forecast: not heading to the limit"), "{text}");
+        assert!(history_charts(&[], None, ChartStyle { width: 60, height: 4, ascii: false }).starts_with("no history"));
+    }
+}
