@@ -33,6 +33,7 @@ command -v promtool >/dev/null || need_pkgs+=(prometheus)  # promtool check metr
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_pkgs+=(libc6-dev)
 command -v readelf >/dev/null || need_pkgs+=(binutils)
 command -v cc >/dev/null || need_pkgs+=(gcc)
+command -v chromium >/dev/null || need_pkgs+=(chromium)  # screenshots the agent's / page (tests/agent_page.rs)
 command -v umoci >/dev/null || need_pkgs+=(umoci)  # unpacks the agent's OCI image (tests/image_agent.rs)
 command -v groff >/dev/null || need_pkgs+=(groff-base)  # cgleak man pages checked by groff (tests/docs_cli.rs)
 command -v git >/dev/null || need_pkgs+=(git)  # --version names the commit (build.rs, tests/docs_cli.rs)

@@ -416,8 +416,9 @@ fn only_get_and_head_on_metrics_healthz_livez() {
             assert_eq!((r.code, r.header("allow")), (405, Some("GET, HEAD")), "{method} {path}");
         }
     }
-    // `/` is kept free (404), as is anything else.
-    for path in ["/", "/index.html", "/metrics/", "/healthz/x", "/debug/pprof"] {
+    // `/` is the page (tests/agent_page.rs); anything else is 404.
+    assert_eq!(get(a.port, "/", "").code, 200);
+    for path in ["/index.html", "/metrics/", "/healthz/x", "/debug/pprof"] {
         assert_eq!(get(a.port, path, "").code, 404, "{path}");
     }
     // A query string does not change the path; a GET with a body is refused, and closed.

@@ -85,6 +85,10 @@ pub trait Endpoints: Send + Sync + 'static {
     fn metrics(&self) -> Option<String>;
     /// Ok while the last census is fresh, else why not (503 on /healthz).
     fn health(&self) -> Result<(), String>;
+    /// The `/` page (HTML), or None before the first census (503).
+    fn page(&self) -> Option<String> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -203,8 +207,8 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Answer {
     answer(status, "text/plain; charset=utf-8", body)
 }
 
-/// The paths served; everything else (`/` included) is 404.
-const PATHS: [&str; 3] = ["/metrics", "/healthz", "/livez"];
+/// The paths served; everything else is 404.
+const PATHS: [&str; 4] = ["/", "/metrics", "/healthz", "/livez"];
 
 /// The endpoint: what it serves, to whom, within which limits; shared by every connection.
 pub struct Endpoint {
@@ -258,7 +262,7 @@ impl Endpoint {
             return r;
         }
         if !PATHS.contains(&path) {
-            return text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /livez\n");
+            return text(StatusCode::NOT_FOUND, "not found: try /, /metrics, /healthz or /livez\n");
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
@@ -276,6 +280,20 @@ impl Endpoint {
                 // Why the census is stale may name host paths: told to authorized clients only.
                 Ok(Err(why)) if authorized => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                 Ok(Err(_)) => text(StatusCode::SERVICE_UNAVAILABLE, "no recent census\n"),
+                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
+            },
+            "/" => match tokio::task::spawn_blocking(move || endpoints.page()).await {
+                Ok(Some(body)) => {
+                    let mut r = answer(StatusCode::OK, "text/html; charset=utf-8", body);
+                    // Markup and inline styles only: no script, no fetch, no frame.
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'"),
+                    );
+                    r.headers_mut().insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                    r
+                }
+                Ok(None) => text(StatusCode::SERVICE_UNAVAILABLE, "no census yet\n"),
                 Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
             },
             _ => match tokio::task::spawn_blocking(move || endpoints.metrics()).await {

@@ -128,7 +128,9 @@ impl Sampler {
             facts.forecast = Some(fc.clone());
             ReportSummary::from_report(&check(census.clone(), facts), new_incidents)
         });
+        let samples: Vec<Sample> = self.history.history().samples().copied().collect();
         let mut s = lock(shared);
+        s.history = samples;
         s.census = Some(census);
         s.sample_duration = Some(took);
         s.last_sample = Some(Instant::now());

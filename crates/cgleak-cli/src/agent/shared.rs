@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cgleak_model::census::Census;
 use cgleak_model::dying::DyingSummary;
-use cgleak_model::forecast::Forecast;
+use cgleak_model::forecast::{Forecast, Sample};
 use cgleak_model::incidents::Incident;
 
 use super::http;
@@ -30,6 +30,8 @@ pub struct Shared {
     /// The dying memcgs the last BPF walk named; None (the two families left out) without
     /// --dying-bpf or where it cannot run.
     pub dying: Option<DyingSummary>,
+    /// The history's samples after the last census, for the `/` page.
+    pub history: Vec<Sample>,
 }
 
 pub fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -60,6 +62,21 @@ pub struct AgentEndpoints {
 impl http::Endpoints for AgentEndpoints {
     fn metrics(&self) -> Option<String> {
         render_metrics(&self.shared)
+    }
+
+    fn page(&self) -> Option<String> {
+        let s = lock(&self.shared);
+        let census = s.census.as_ref()?;
+        let m = &census.memcg;
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "not countable here".into());
+        let figures = [
+            ("kernel", census.kernel.release.clone()),
+            ("live memcgs", m.live.to_string()),
+            ("dying memcgs", opt(m.dying)),
+            ("IDs in use", format!("{} ({})", opt(m.ids_in_use), m.ids_in_use_confidence.as_str())),
+            ("headroom", opt(m.headroom)),
+        ];
+        Some(crate::render::history::agent_page(&figures, &s.history, s.forecast.as_ref()))
     }
 
     fn health(&self) -> Result<(), String> {

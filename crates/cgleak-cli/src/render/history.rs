@@ -237,3 +237,136 @@ mod tests {
         assert!(history_charts(&[], None, ChartStyle { width: 60, height: 4, ascii: false }).starts_with("no history"));
     }
 }
+
+/// Text for HTML and SVG: `&`, `<`, `>` and quotes escaped.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One SVG line chart (no script, no external reference): `lines` of (points, colour,
+/// dashed), scaled to `top`, between times `from` and `to`.
+fn svg_chart(title: &str, lines: &[(&[(f64, f64)], &str, bool)], limit: Option<f64>, from: f64, to: f64) -> String {
+    const W: f64 = 900.0;
+    const H: f64 = 240.0;
+    const L: f64 = 70.0;
+    const R: f64 = 20.0;
+    const T: f64 = 30.0;
+    const B: f64 = 40.0;
+    let top = lines.iter().flat_map(|(p, _, _)| p.iter().map(|q| q.1)).chain(limit).fold(0.0f64, f64::max).max(1.0);
+    let span = (to - from).max(1.0);
+    let x = |t: f64| L + (t - from) / span * (W - L - R);
+    let y = |v: f64| T + (1.0 - v / top) * (H - T - B);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\">\
+<rect x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\" fill=\"#ffffff\"/>\
+<text x=\"{L}\" y=\"20\" font-family=\"sans-serif\" font-size=\"14\" fill=\"#222\">{t}</text>\
+<line x1=\"{L}\" y1=\"{y0}\" x2=\"{xr}\" y2=\"{y0}\" stroke=\"#888\"/><line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{y0}\" stroke=\"#888\"/>\
+<text x=\"{lx}\" y=\"{ty}\" font-family=\"sans-serif\" font-size=\"11\" text-anchor=\"end\" fill=\"#444\">{top:.0}</text>\
+<text x=\"{lx}\" y=\"{y0}\" font-family=\"sans-serif\" font-size=\"11\" text-anchor=\"end\" fill=\"#444\">0</text>\
+<text x=\"{L}\" y=\"{xl}\" font-family=\"sans-serif\" font-size=\"11\" fill=\"#444\">{a}</text>\
+<text x=\"{xr}\" y=\"{xl}\" font-family=\"sans-serif\" font-size=\"11\" text-anchor=\"end\" fill=\"#444\">{b}</text>",
+        t = html_escape(title),
+        y0 = H - B,
+        xr = W - R,
+        lx = L - 6.0,
+        ty = T + 4.0,
+        xl = H - B + 18.0,
+        a = html_escape(&local_time(from)),
+        b = html_escape(&local_time(to)),
+    );
+    if let Some(l) = limit {
+        svg.push_str(&format!(
+            "<line x1=\"{L}\" y1=\"{yl:.1}\" x2=\"{xr}\" y2=\"{yl:.1}\" stroke=\"#d62728\" stroke-width=\"2\" stroke-dasharray=\"6 4\"/><text x=\"{xr}\" y=\"{yt:.1}\" font-family=\"sans-serif\" font-size=\"11\" text-anchor=\"end\" fill=\"#d62728\">limit {l:.0}</text>",
+            yl = y(l),
+            xr = W - R,
+            yt = y(l) - 4.0
+        ));
+    }
+    for (points, colour, dashed) in lines {
+        if points.is_empty() {
+            continue;
+        }
+        let pts: Vec<String> = points.iter().map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v))).collect();
+        let dash = if *dashed { " stroke-dasharray=\"8 5\"" } else { "" };
+        svg.push_str(&format!("<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2.5\"{dash} points=\"{}\"/>", pts.join(" ")));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The agent's `/` page: a few figures of the last census and SVG charts of its history
+/// (IDs in use with the limit and the forecast, dying memcgs); plain HTML, no script.
+pub fn agent_page(figures: &[(&str, String)], samples: &[Sample], forecast: Option<&Forecast>) -> String {
+    let mut body = String::new();
+    body.push_str("<table>");
+    for (k, v) in figures {
+        body.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", html_escape(k), html_escape(v)));
+    }
+    body.push_str("</table>");
+    match samples.last() {
+        None => body.push_str("<p>No history yet: a sample is kept every --interval.</p>"),
+        Some(last) => {
+            let first = samples[0].at_unix_secs;
+            let ids: Vec<(f64, f64)> = samples.iter().map(|s| (s.at_unix_secs, s.ids_in_use as f64)).collect();
+            let mut projected = Vec::new();
+            let mut to = last.at_unix_secs;
+            let mut note = String::new();
+            if let Some(f) = forecast.filter(|f| f.outcome == ForecastOutcome::Approaching) {
+                let left = f.seconds_to_exhaustion.unwrap_or(0.0);
+                let shown = left.min(((last.at_unix_secs - first) * 0.5).max(3600.0));
+                to = last.at_unix_secs + shown;
+                projected.push((last.at_unix_secs, last.ids_in_use as f64));
+                projected.push((to, (last.ids_in_use as f64 + f.slope_per_hour * shown / 3600.0).min(last.id_limit as f64)));
+                note = format!("Forecast (dashed): the limit at {} ({} from the last sample).", local_time(last.at_unix_secs + left), human(left));
+            }
+            body.push_str(&svg_chart(
+                &format!("IDs in use: {} of {}", last.ids_in_use, last.id_limit),
+                &[(&ids, "#1f77b4", false), (&projected, "#ff7f0e", true)],
+                Some(last.id_limit as f64),
+                first,
+                to,
+            ));
+            if !note.is_empty() {
+                body.push_str(&format!("<p>{}</p>", html_escape(&note)));
+            }
+            let dying: Vec<(f64, f64)> = samples.iter().filter_map(|s| s.dying.map(|d| (s.at_unix_secs, d as f64))).collect();
+            if !dying.is_empty() {
+                body.push_str(&svg_chart(&format!("Dying memcgs: {:.0}", dying.last().map(|d| d.1).unwrap_or(0.0)), &[(&dying, "#9467bd", false)], None, first, to));
+            }
+        }
+    }
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>cgleak agent</title>\
+<style>body{{font-family:sans-serif;margin:16px;color:#222}}th{{text-align:left;padding-right:12px;font-weight:normal;color:#555}}svg{{display:block;margin:12px 0}}</style></head>\
+<body><h1>cgleak agent</h1>{body}<p>Generated {} (this machine's time). Metrics: <a href=\"/metrics\">/metrics</a>.</p></body></html>\n",
+        html_escape(&local_time(crate::agent::shared::now_unix()))
+    )
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn page_has_escaped_figures_and_svg_charts_without_script() {
+        let samples: Vec<Sample> = (0..50).map(|i| Sample { at_unix_secs: 1.7e9 + 600.0 * i as f64, ids_in_use: 30000 + 300 * i, id_limit: 65535, dying: Some(10 + i) }).collect();
+        let page = agent_page(&[("node", "<b>n1</b>".into())], &samples, None);
+        assert!(page.contains("&lt;b&gt;n1&lt;/b&gt;") && !page.contains("<b>n1"), "escaped");
+        assert_eq!(page.matches("<svg").count(), 2, "{page}");
+        assert!(page.contains("<polyline") && page.contains("limit 65535"));
+        assert!(!page.to_lowercase().contains("<script"));
+        let empty = agent_page(&[], &[], None);
+        assert!(empty.contains("No history yet") && !empty.contains("<svg"));
+    }
+}
