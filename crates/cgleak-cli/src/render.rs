@@ -191,7 +191,7 @@ pub fn check_table(r: &CheckReport) -> String {
         };
         let _ = writeln!(s, "  [{tag}] {}: {}", f.id, esc(&f.summary));
         for e in &f.evidence {
-            let _ = writeln!(s, "         {} = {}", esc(&e.file), esc(&e.value));
+            let _ = writeln!(s, "         {} = {}", esc(&e.file), esc(local_times(&e.value)));
         }
     }
     if !r.remedies.is_empty() {
@@ -223,9 +223,53 @@ pub fn check_table(r: &CheckReport) -> String {
     s
 }
 
+/// Unix times in the model's words (`1796214828 (unix)`, `from A to B (unix)`) as local
+/// date-times for people (`2026-12-02 12:33`, in the node's zone); JSON keeps the numbers.
+pub fn local_times(text: &str) -> String {
+    const TAG: &str = " (unix)";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(TAG) {
+        let head = &rest[..i];
+        // The number right before the tag, and `from <number> to ` before that.
+        let num_start = head.rfind(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(0, |p| p + 1);
+        let (before, b) = head.split_at(num_start);
+        match b.parse::<f64>() {
+            Ok(bv) if !b.is_empty() => {
+                let mut before = before.to_string();
+                if let Some(pre) = before.strip_suffix(" to ") {
+                    let a_start = pre.rfind(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(0, |p| p + 1);
+                    if let Ok(av) = pre[a_start..].parse::<f64>() {
+                        before = format!("{}{} to ", &pre[..a_start], history::local_time(av));
+                    }
+                }
+                out.push_str(&before);
+                out.push_str(&history::local_time(bv));
+            }
+            _ => {
+                out.push_str(head);
+                out.push_str(TAG);
+            }
+        }
+        rest = &rest[i + TAG.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::esc;
+
+    #[test]
+    fn unix_times_read_as_local_date_times() {
+        let a = super::history::local_time(1796214828.0);
+        let b = super::history::local_time(1796286228.0);
+        assert_eq!(super::local_times("120 samples from 1796214828 to 1796286228 (unix), slope +1500"), format!("120 samples from {a} to {b}, slope +1500"));
+        assert_eq!(super::local_times("fit starts at 1796214828 (unix): gap"), format!("fit starts at {a}: gap"));
+        assert_eq!(super::local_times("no time here (unix)"), "no time here (unix)");
+        assert_eq!(super::local_times("plain"), "plain");
+    }
 
     #[test]
     fn control_characters_are_escaped_visibly() {

@@ -26,10 +26,11 @@ pub fn terminal_width() -> usize {
     std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|c: &usize| *c >= 20).unwrap_or(80)
 }
 
-/// `2026-12-03 08:15` in this machine's zone.
+/// `2026-12-03 08:15` in the node's zone (`--log-timezone`, the host root's /etc/localtime),
+/// else this machine's.
 pub fn local_time(unix: f64) -> String {
     match jiff::Timestamp::from_second(unix as i64) {
-        Ok(t) => t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M").to_string(),
+        Ok(t) => t.to_zoned(cgleak_readers::logs::clock::display_zone()).strftime("%Y-%m-%d %H:%M").to_string(),
         Err(_) => format!("@{unix:.0}"),
     }
 }

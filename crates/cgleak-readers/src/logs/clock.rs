@@ -23,6 +23,12 @@ pub fn set_log_timezone(tz: TimeZone) {
     let _ = LOG_TZ.set(tz);
 }
 
+/// The zone times are shown in: the one [`set_log_timezone`] chose (the node's), else this
+/// process's.
+pub fn display_zone() -> TimeZone {
+    LOG_TZ.get().cloned().unwrap_or_else(TimeZone::system)
+}
+
 /// `+05:30`, `-06:00`, `+0530`, `-06` as an offset.
 fn fixed_offset(s: &str) -> Option<Offset> {
     let (sign, rest) = match s.as_bytes().first()? {
