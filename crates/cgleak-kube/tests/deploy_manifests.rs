@@ -1,8 +1,8 @@
 //! The deployment contract of `deploy/`: every manifest of `deploy/daemonset/` and every
-//! document the Helm chart `deploy/helm/cgleak/` renders (default values, taint, fix and
+//! document the Helm chart `deploy/helm/cgleak/` renders (default values, taint, reclaim and
 //! monitoring on) parses into `k8s-openapi` types with no unknown field, and says what
 //! the agent needs: hostPID, the host's paths read-only under /host, `--host-root /host`,
-//! no privilege unless fix actions are on, RBAC verbs exactly as listed (nodes patch only
+//! no privilege ever, RBAC verbs exactly as listed (nodes patch only
 //! with the taint), requests and limits, tolerations for every taint, a ServiceMonitor on
 //! /metrics and a PrometheusRule equal to `deploy/prometheus/cgleak-alerts.yml`; with the
 //! chart's `reclaim.every`, `--reclaim-every` and a writable mount of drop_caches alone.
@@ -209,7 +209,8 @@ fn plain_manifests(with_taint: bool) -> Manifests {
 
 struct Expect {
     taint: bool,
-    fix: bool,
+    /// `reclaim.cgroupV2` (with `reclaim.every`): the node's /sys/fs/cgroup writable at /host/sys/fs/cgroup.
+    cgroup_v2: bool,
     /// `reclaim.every` set: `--reclaim-every` and the drop_caches mount.
     reclaim: bool,
     monitoring: bool,
@@ -229,7 +230,7 @@ const ALERTS: [&str; 10] = [
     "CgleakAgentAbsent",
 ];
 
-/// The host paths the agent reads, where it reads them, and whether fix actions write them.
+/// The host paths the agent reads and where it reads them (all read-only).
 /// The agent's state directory on the host (cgleak's default for the agent), and where the
 /// pod has it: `--state-dir` under `--host-root /host`. The fixer's state beside it
 /// (`/var/lib/cgleak/fix`, what `cgleak fix --resume` carries on from) and the directory
@@ -239,14 +240,17 @@ const STATE_DIR: (&str, &str) = ("/var/lib/cgleak/agent", "/host/var/lib/cgleak/
 /// The one file a reclaim writes (`--reclaim-every`), where it is mounted writable.
 const DROP_CACHES: (&str, &str) = ("/proc/sys/vm/drop_caches", "/host/proc/sys/vm/drop_caches");
 
-const HOST_MOUNTS: [(&str, &str, bool); 6] = [
-    ("/proc", "/host/proc", true),
-    ("/sys", "/host/sys", true),
-    ("/var/log", "/host/var/log", false),
-    ("/dev/kmsg", "/host/dev/kmsg", false),
-    ("/var/lib/kubelet/pods", "/host/var/lib/kubelet/pods", false),
+/// What a reclaim writes on cgroup v2 nodes (`reclaim.cgroupV2`), where it is mounted writable.
+const CGROUP_V2: (&str, &str) = ("/sys/fs/cgroup", "/host/sys/fs/cgroup");
+
+const HOST_MOUNTS: [(&str, &str); 6] = [
+    ("/proc", "/host/proc"),
+    ("/sys", "/host/sys"),
+    ("/var/log", "/host/var/log"),
+    ("/dev/kmsg", "/host/dev/kmsg"),
+    ("/var/lib/kubelet/pods", "/host/var/lib/kubelet/pods"),
     // The node's zone for zone-less log times (cgleak reads <host-root>/etc/localtime).
-    ("/etc/localtime", "/host/etc/localtime", false),
+    ("/etc/localtime", "/host/etc/localtime"),
 ];
 
 fn pod_spec(ds: &DaemonSet) -> &PodSpec {
@@ -293,18 +297,17 @@ fn check_contract(m: &Manifests, e: &Expect, what: &str) {
     let field = node_name.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).expect("NODE_NAME from a fieldRef");
     assert_eq!(field.field_path, "spec.nodeName", "{what}");
 
-    // Host paths: each mounted under /host, read-only unless fix actions write it.
+    // Host paths: each mounted under /host, read-only.
     let volumes = pod.volumes.as_ref().expect("volumes");
     let mounts = c.volume_mounts.as_ref().expect("volumeMounts");
-    for (host, at, fix_writes) in HOST_MOUNTS {
+    for (host, at) in HOST_MOUNTS {
         let vol = volumes
             .iter()
             .find(|v| v.host_path.as_ref().is_some_and(|h| h.path == host))
             .unwrap_or_else(|| panic!("{what}: no hostPath volume for {host}"));
         let mount = mounts.iter().find(|vm| vm.name == vol.name).unwrap_or_else(|| panic!("{what}: volume {} is not mounted", vol.name));
         assert_eq!(mount.mount_path, at, "{what}: {host}");
-        let want_ro = !(e.fix && fix_writes);
-        assert_eq!(mount.read_only, Some(want_ro), "{what}: {host} mounted read-only: {want_ro}");
+        assert_eq!(mount.read_only, Some(true), "{what}: {host} mounted read-only");
     }
     // The agent's own state on the node, at the path of --state-dir: writable, and kept.
     let (state_host, state_at) = STATE_DIR;
@@ -333,26 +336,29 @@ fn check_contract(m: &Manifests, e: &Expect, what: &str) {
         let hp = vol.host_path.as_ref().unwrap_or_else(|| panic!("{what}: {} is not a hostPath", dc.name));
         assert_eq!((hp.path.as_str(), hp.type_.as_deref()), (DROP_CACHES.0, Some("File")), "{what}");
     }
-    for vm in mounts.iter().filter(|vm| vm.name != state.name && vm.mount_path != DROP_CACHES.1 && !vm.mount_path.starts_with(SECRETS_DIR)) {
+    // reclaim.cgroupV2: the node's cgroup2 tree writable on its own, only with it.
+    let cgroup = mounts.iter().find(|vm| vm.mount_path == CGROUP_V2.1);
+    assert_eq!(cgroup.is_some(), e.cgroup_v2, "{what}: a mount at {} only with reclaim.cgroupV2", CGROUP_V2.1);
+    if let Some(cg) = cgroup {
+        assert_ne!(cg.read_only, Some(true), "{what}: {} must be writable", CGROUP_V2.1);
+        let vol = volumes.iter().find(|v| v.name == cg.name).expect("the cgroup volume");
+        assert_eq!(vol.host_path.as_ref().map(|h| h.path.as_str()), Some(CGROUP_V2.0), "{what}");
+    }
+    for vm in mounts.iter().filter(|vm| vm.name != state.name && vm.mount_path != DROP_CACHES.1 && vm.mount_path != CGROUP_V2.1 && !vm.mount_path.starts_with(SECRETS_DIR)) {
         assert!(vm.mount_path.starts_with("/host/"), "{what}: {} outside /host", vm.mount_path);
-        let ro = vm.read_only == Some(true);
-        let known = HOST_MOUNTS.iter().find(|(_, at, _)| *at == vm.mount_path).unwrap_or_else(|| panic!("{what}: unexpected mount {}", vm.mount_path));
-        assert!(ro || (e.fix && known.2), "{what}: {} is writable", vm.mount_path);
+        assert!(HOST_MOUNTS.iter().any(|(_, at)| *at == vm.mount_path) || vm.mount_path == "/host/usr/share/zoneinfo", "{what}: unexpected mount {}", vm.mount_path);
+        assert_eq!(vm.read_only, Some(true), "{what}: {} is writable", vm.mount_path);
     }
 
-    // Privilege: none unless fix actions are on.
+    // Privilege: none, ever (the agent runs no fix; what its reclaim writes is mounted on its own).
     let sc = c.security_context.as_ref().expect("securityContext");
     assert_eq!(sc.read_only_root_filesystem, Some(true), "{what}");
     assert_eq!(sc.run_as_user, Some(0), "{what}: root for the root-owned 0600/0750 files");
-    if e.fix {
-        assert_eq!(sc.privileged, Some(true), "{what}: fix actions run privileged");
-    } else {
-        assert_eq!(sc.privileged, Some(false), "{what}: not privileged");
-        assert_eq!(sc.allow_privilege_escalation, Some(false), "{what}");
-        let caps = sc.capabilities.as_ref().expect("capabilities");
-        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{what}");
-        assert_eq!(caps.add.as_deref(), Some(&["SYSLOG".to_string()][..]), "{what}: CAP_SYSLOG for /dev/kmsg only");
-    }
+    assert_eq!(sc.privileged, Some(false), "{what}: not privileged");
+    assert_eq!(sc.allow_privilege_escalation, Some(false), "{what}");
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{what}");
+    assert_eq!(caps.add.as_deref(), Some(&["SYSLOG".to_string()][..]), "{what}: CAP_SYSLOG for /dev/kmsg only");
     assert!(pod.security_context.as_ref().and_then(|s| s.sysctls.as_ref()).is_none(), "{what}");
 
     // Resources from the agent's targets.
@@ -591,19 +597,19 @@ fn plain_manifests_parse_and_keep_the_contract() {
     assert_eq!(ns.metadata.name.as_deref(), Some("cgleak"));
     let labels = ns.metadata.labels.as_ref().unwrap();
     assert_eq!(labels.get("pod-security.kubernetes.io/enforce").map(String::as_str), Some("privileged"), "hostPID and hostPath need it");
-    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset");
+    check_contract(&m, &Expect { taint: false, cgroup_v2: false, reclaim: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset");
 }
 
 #[test]
 fn plain_taint_rbac_adds_nodes_patch_only() {
     let m = plain_manifests(true);
-    check_contract(&m, &Expect { taint: true, fix: false, reclaim: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset + taint/");
+    check_contract(&m, &Expect { taint: true, cgroup_v2: false, reclaim: false, monitoring: true, namespace: "cgleak" }, "deploy/daemonset + taint/");
 }
 
 #[test]
 fn chart_with_default_values() {
     let (m, _) = render_chart(&[]);
-    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, default values");
+    check_contract(&m, &Expect { taint: false, cgroup_v2: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, default values");
     let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
     assert!(!args.iter().any(|a| a.starts_with("--taint")), "{args:?}");
     // recursiveReadOnly is a 1.30 field: off by default, so older API servers accept the pod.
@@ -613,34 +619,35 @@ fn chart_with_default_values() {
 }
 
 #[test]
-fn chart_with_taint_fix_and_monitoring() {
+fn chart_with_taint_and_monitoring() {
     let on = Value::Bool(true);
     let (m, _) = render_chart(&[
         ("taint.enabled", on.clone()),
-        ("fix.enabled", on.clone()),
         ("serviceMonitor.enabled", on.clone()),
         ("prometheusRule.enabled", on.clone()),
         ("serviceMonitor.labels", serde_yaml::from_str("{release: prometheus}").unwrap()),
         ("prometheusRule.labels", serde_yaml::from_str("{release: prometheus}").unwrap()),
     ]);
-    check_contract(&m, &Expect { taint: true, fix: true, reclaim: false, monitoring: true, namespace: "monitoring" }, "chart, taint + fix + monitoring");
+    check_contract(&m, &Expect { taint: true, cgroup_v2: false, reclaim: false, monitoring: true, namespace: "monitoring" }, "chart, taint + monitoring");
     let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
     assert!(follows(&args, "--taint-key", "cgleak.io/memcg-exhaustion"), "{args:?}");
     assert!(follows(&args, "--taint-headroom-below", "3277"), "{args:?}");
-    // Fix actions do not exist yet: fix.enabled only makes the container privileged, no `--fix`.
-    assert!(!args.iter().any(|a| a == "--fix"), "{args:?}");
     for obj in [&m.service_monitors[0], &m.prometheus_rules[0]] {
         assert_eq!(str_at(obj, &["metadata", "labels", "release"]), Some("prometheus"), "extra labels for the Prometheus selectors");
     }
+    // fix.enabled is gone (it made the pod privileged for fixes the agent never ran): refused.
+    let err = helm_template_docs(&["--set", "fix.enabled=true"]).expect_err("fix.enabled is no value any more");
+    assert!(err.contains("fix"), "{err}");
 }
 
 #[test]
 fn chart_each_switch_alone() {
     let on = Value::Bool(true);
     let (m, _) = render_chart(&[("taint.enabled", on.clone())]);
-    check_contract(&m, &Expect { taint: true, fix: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, taint only");
-    let (m, _) = render_chart(&[("fix.enabled", on.clone())]);
-    check_contract(&m, &Expect { taint: false, fix: true, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, fix only");
+    check_contract(&m, &Expect { taint: true, cgroup_v2: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, taint only");
+    // reclaim.cgroupV2 alone does nothing: it is the mount a reclaim needs, and there is none.
+    let (m, _) = render_chart(&[("reclaim.cgroupV2", on.clone())]);
+    check_contract(&m, &Expect { taint: false, cgroup_v2: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, reclaim.cgroupV2 alone");
     // dyingBpf.enabled: the agent walks the dying memcgs (--dying-bpf), with CAP_BPF and
     // CAP_PERFMON added to CAP_SYSLOG; nothing else changes.
     let (m, _) = render_chart(&[("dyingBpf.enabled", on.clone())]);
@@ -658,24 +665,24 @@ fn chart_each_switch_alone() {
 fn chart_with_reclaim_grants_drop_caches_alone() {
     let (m, _) = render_chart(&[("reclaim.every", Value::from("2h"))]);
     // Still unprivileged, every other host path read-only, no added capability.
-    check_contract(&m, &Expect { taint: false, fix: false, reclaim: true, monitoring: false, namespace: "monitoring" }, "chart, reclaim.every");
+    check_contract(&m, &Expect { taint: false, cgroup_v2: false, reclaim: true, monitoring: false, namespace: "monitoring" }, "chart, reclaim.every");
     let args = agent_container(&m.daemonsets[0]).args.clone().unwrap();
     assert!(follows(&args, "--reclaim-every", "2h"), "{args:?}");
-    // With fix actions on as well (cgroup v2 nodes write memory.reclaim under /sys).
-    let (m, _) = render_chart(&[("reclaim.every", Value::from("1h")), ("fix.enabled", Value::Bool(true))]);
-    check_contract(&m, &Expect { taint: false, fix: true, reclaim: true, monitoring: false, namespace: "monitoring" }, "chart, reclaim.every + fix");
+    // On cgroup v2 nodes (memory.reclaim under /sys/fs/cgroup): that tree writable, still unprivileged.
+    let (m, _) = render_chart(&[("reclaim.every", Value::from("1h")), ("reclaim.cgroupV2", Value::Bool(true))]);
+    check_contract(&m, &Expect { taint: false, cgroup_v2: true, reclaim: true, monitoring: false, namespace: "monitoring" }, "chart, reclaim.every + cgroupV2");
 }
 
 #[test]
 fn chart_recursive_read_only() {
     let on = Value::Bool(true);
-    for fix in [false, true] {
-        let (m, _) = render_chart(&[("recursiveReadOnly", on.clone()), ("fix.enabled", Value::Bool(fix))]);
-        check_contract(&m, &Expect { taint: false, fix, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, recursiveReadOnly");
+    for v2 in [false, true] {
+        let (m, _) = render_chart(&[("recursiveReadOnly", on.clone()), ("reclaim.every", Value::from("1h")), ("reclaim.cgroupV2", Value::Bool(v2))]);
+        check_contract(&m, &Expect { taint: false, cgroup_v2: v2, reclaim: true, monitoring: false, namespace: "monitoring" }, "chart, recursiveReadOnly");
         for vm in agent_container(&m.daemonsets[0]).volume_mounts.as_ref().unwrap() {
             // The API server takes IfPossible only on a read-only mount; kmsg is a device, no tree.
             let want = (vm.read_only == Some(true) && vm.mount_path != "/host/dev/kmsg").then_some("IfPossible");
-            assert_eq!(vm.recursive_read_only.as_deref(), want, "fix {fix}: {}", vm.mount_path);
+            assert_eq!(vm.recursive_read_only.as_deref(), want, "cgroupV2 {v2}: {}", vm.mount_path);
         }
     }
 }
@@ -701,7 +708,7 @@ fn chart_network_policy_takes_the_scraper_selectors() {
         ("networkPolicy.prometheusNamespaceSelector", serde_yaml::from_str("{matchLabels: {team: observability}}").unwrap()),
         ("networkPolicy.prometheusPodSelector", serde_yaml::from_str("{matchExpressions: [{key: app, operator: In, values: [prometheus, vmagent]}]}").unwrap()),
     ]);
-    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, own scraper selectors");
+    check_contract(&m, &Expect { taint: false, cgroup_v2: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, own scraper selectors");
     let peer = &m.network_policies[0].spec.as_ref().unwrap().ingress.as_ref().unwrap()[0].from.as_ref().unwrap()[0];
     assert_eq!(peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap().get("team").map(String::as_str), Some("observability"));
     let expr = &peer.pod_selector.as_ref().unwrap().match_expressions.as_ref().unwrap()[0];
@@ -723,7 +730,7 @@ fn chart_with_tls_and_a_token() {
         ("serviceMonitor.enabled", on.clone()),
         ("prometheusRule.enabled", on.clone()),
     ]);
-    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: true, namespace: "monitoring" }, "chart, tls + token");
+    check_contract(&m, &Expect { taint: false, cgroup_v2: false, reclaim: false, monitoring: true, namespace: "monitoring" }, "chart, tls + token");
     let c = agent_container(&m.daemonsets[0]);
     let args = c.args.clone().unwrap();
     assert!(follows(&args, "--tls-cert", "/etc/cgleak/tls/tls.crt") && follows(&args, "--tls-key", "/etc/cgleak/tls/tls.key"), "{args:?}");
@@ -737,11 +744,11 @@ fn chart_with_tls_and_a_token() {
     assert!(ep.get("tlsConfig").unwrap().get("insecureSkipVerify").is_none());
     // Without a CA key: encrypted, not verified; the token alone: plain HTTP with a token.
     let (m, _) = render_chart(&[("tls.secretName", Value::from("cgleak-tls")), ("serviceMonitor.enabled", on.clone()), ("prometheusRule.enabled", on.clone())]);
-    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: true, namespace: "monitoring" }, "chart, tls without CA");
+    check_contract(&m, &Expect { taint: false, cgroup_v2: false, reclaim: false, monitoring: true, namespace: "monitoring" }, "chart, tls without CA");
     let ep = &at(&m.service_monitors[0], &["spec", "endpoints"]).and_then(Value::as_sequence).unwrap()[0];
     assert_eq!(ep.get("tlsConfig").unwrap().get("insecureSkipVerify"), Some(&Value::Bool(true)));
     let (m, _) = render_chart(&[("auth.tokenSecretName", Value::from("t")), ("auth.tokenSecretKey", Value::from("bearer"))]);
-    check_contract(&m, &Expect { taint: false, fix: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, token only");
+    check_contract(&m, &Expect { taint: false, cgroup_v2: false, reclaim: false, monitoring: false, namespace: "monitoring" }, "chart, token only");
     assert!(follows(agent_container(&m.daemonsets[0]).args.as_ref().unwrap(), "--auth-token-file", "/etc/cgleak/auth/bearer"));
 }
 
@@ -862,7 +869,7 @@ fn chart_follows_helm_conventions() {
         ("listenPort=abc", "/listenPort"),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("reclaim.every=hourly", "/reclaim/every"),
-        ("fix.enabld=true", "enabld"),
+        ("reclaim.evry=1h", "evry"),
     ] {
         let err = helm_template_docs(&["--set", set]).expect_err(set);
         assert!(err.contains(needle), "{set}: {err}");
