@@ -505,16 +505,6 @@ fn epoch_at(t: &[u8], at: usize) -> Option<String> {
 }
 
 
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// A key that orders the absolute times this module writes: (UTC seconds, nanoseconds).
 /// Times without a zone are taken as UTC; relative kernel times ("+12.5s since boot") have none.
 pub fn time_sort_key(s: &str) -> Option<(i64, u32)> {
@@ -526,7 +516,7 @@ pub fn time_sort_key(s: &str) -> Option<(i64, u32)> {
         return None;
     }
     let (h, mi, se) = (digits(b, 11, 2)?, digits(b, 14, 2)?, digits(b, 17, 2)?);
-    let mut secs = days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + se);
+    let mut secs = cgleak_readers::logs::clock::days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + se);
     let mut i = 19;
     let mut nanos = 0u32;
     if b.get(i) == Some(&b'.') {
@@ -629,7 +619,7 @@ mod tests {
         let b = time_sort_key("2020-12-22T01:00:00Z").unwrap();
         assert!(a < b);
         assert_eq!(time_sort_key("+12.5s since boot"), None);
-        assert_eq!(days_from_civil(2016, 9, 1), 17_045);
+        assert_eq!(cgleak_readers::logs::clock::days_from_civil(2016, 9, 1), 17_045);
         assert_eq!(cgleak_readers::logs::clock::civil_from_days(17_045), (2016, 9, 1));
     }
 }

@@ -87,49 +87,38 @@ pub fn now_epoch() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+/// Days since 1970-01-01 of a date (jiff's calendar). A day past the month's end rolls into
+/// the next month, as the wall-clock fields of a log line are taken at face value.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let first = i16::try_from(y).ok().zip(i8::try_from(m).ok()).and_then(|(y, m)| jiff::civil::Date::new(y, m, 1).ok());
+    let Some(first) = first else { return i64::MIN / 4 };
+    let epoch = jiff::civil::date(1970, 1, 1);
+    let to_first = first.since((jiff::Unit::Day, epoch)).map(|s| i64::from(s.get_days())).unwrap_or(i64::MIN / 4);
+    to_first + i64::from(d) - 1
 }
 
-/// The date of a day number (inverse of [`days_from_civil`]).
+/// The date of a day number since 1970-01-01 (inverse of [`days_from_civil`]).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    let d = jiff::civil::date(1970, 1, 1).checked_add(jiff::Span::new().days(z)).unwrap_or(jiff::civil::Date::MAX);
+    (i64::from(d.year()), d.month() as u32, d.day() as u32)
 }
 
 /// The UTC year of an epoch time.
 pub fn year_of(epoch: i64) -> i32 {
-    civil_from_days(epoch.div_euclid(86_400)).0 as i32
+    jiff::Timestamp::from_second(epoch).map(|t| i32::from(t.to_zoned(TimeZone::UTC).year())).unwrap_or(1970)
 }
 
 /// `2023-12-22T08:00:00.498519Z` from microseconds since the epoch (journald
 /// `__REALTIME_TIMESTAMP`, kmsg time plus boot time).
 pub fn rfc3339_usec(usec: u64) -> String {
-    let secs = (usec / 1_000_000) as i64;
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z", s / 3600, s / 60 % 60, s % 60, usec % 1_000_000)
+    let t = i64::try_from(usec).ok().and_then(|u| jiff::Timestamp::from_microsecond(u).ok()).unwrap_or(jiff::Timestamp::MAX);
+    t.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
 }
 
 /// `2023-12-22T08:00:00Z` from seconds since the epoch.
 pub fn rfc3339_secs(secs: i64) -> String {
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+    let t = jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::MAX);
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// A time read from a log. `secs` counts from the epoch as if the wall-clock fields
@@ -280,6 +269,22 @@ fn process_offset() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calendar_by_jiff_round_trips_and_rolls_over_like_wall_clocks() {
+        for z in (-800_000i64..800_000).step_by(997) {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z, "{y}-{m}-{d}");
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2016, 9, 1), 17_045);
+        // Feb 30 of a log line is 2 March (non-leap year), as the fields say.
+        assert_eq!(days_from_civil(2023, 2, 30), days_from_civil(2023, 3, 2));
+        assert_eq!(rfc3339_usec(1_703_232_000_498_519), "2023-12-22T08:00:00.498519Z");
+        assert_eq!(rfc3339_secs(1_703_232_000), "2023-12-22T08:00:00Z");
+        assert_eq!(rfc3339_secs(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(year_of(1_703_232_000), 2023);
+    }
 
     #[test]
     fn civil_round_trip() {
