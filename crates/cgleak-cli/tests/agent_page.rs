@@ -6,24 +6,11 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::agent::{agent_command, free_port, scrape, wait_for, Agent};
-
-/// The raw response to GET `path`: (head, body).
-fn get_raw(port: u16, path: &str) -> Option<(String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    Some((head.to_string(), body.to_string()))
-}
+use common::agent::{agent_command, free_port, get_with_head, scrape, wait_for, Agent};
 
 fn chromium() -> PathBuf {
     let p = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(PathBuf::from).find(|p| p.is_file());
@@ -66,7 +53,7 @@ fn agent_page_renders_its_charts_in_chromium() {
     let a = Agent::spawn(&mut cmd, port);
     wait_for("/metrics", Duration::from_secs(30), || scrape(a.port));
 
-    let (head, body) = wait_for("/", Duration::from_secs(30), || get_raw(port, "/").filter(|(h, _)| h.starts_with("HTTP/1.1 200")));
+    let (head, body) = wait_for("/", Duration::from_secs(30), || get_with_head(port, "/").filter(|(h, _)| h.starts_with("HTTP/1.1 200")));
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("content-type: text/html; charset=utf-8"), "{head}");
     assert!(lower.contains("content-security-policy: default-src 'none'"), "{head}");

@@ -473,7 +473,8 @@ fn real_kernel_agent_soak() {
         sim_scrapes += 1;
         match sim.metrics() {
             Ok(body) => {
-                if let Some(f) = sample(&body, "cgleak_memcg_exhaustion_forecast_seconds") {
+                // NaN (too little history) and +Inf (not heading to the limit) are no forecast of a time.
+                if let Some(f) = sample(&body, "cgleak_memcg_exhaustion_forecast_seconds").filter(|f| f.is_finite()) {
                     let w = Warning { at: t, forecast: f, left: end - t, ids: sample(&body, "cgleak_memcg_ids_in_use").unwrap_or(f64::NAN) as u64 };
                     first_forecast.get_or_insert(w);
                     let warns = f < FORECAST_WARN_SECS || f <= w.left * FORECAST_TOLERANCE + FORECAST_SLACK_SECS;

@@ -10,12 +10,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use common::agent::{agent_command, free_port, get, scrape, wait_for, Agent};
+use common::agent::{agent_command, free_port, scrape, wait_for, Agent, Prometheus};
 
 fn dashboard() -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/cgleak-dashboard.json");
@@ -63,15 +63,6 @@ fn dashboard_is_well_formed() {
     }
 }
 
-struct Prom(std::process::Child);
-
-impl Drop for Prom {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn promtool() -> PathBuf {
     let p = PathBuf::from("/usr/bin/promtool");
     assert!(p.is_file(), "promtool (Debian package prometheus) is needed");
@@ -98,24 +89,12 @@ fn every_query_returns_data_from_a_real_prometheus_scraping_real_agents() {
         .zip(&agents)
         .map(|((node, _), a)| format!("      - targets: ['127.0.0.1:{}']\n        labels: {{node: {node}}}\n", a.port))
         .collect();
-    let cfg = dir.path().join("prometheus.yml");
-    fs::write(&cfg, format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cgleak\n    static_configs:\n{targets}")).unwrap();
-    let pport = free_port();
-    let _prom = Prom(
-        Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("/usr/bin/prometheus (Debian package prometheus)"),
-    );
+    let prom = Prometheus::start(&format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cgleak\n    static_configs:\n{targets}"));
     // Both agents scraped, a few times (increase() needs two samples of a series).
     wait_for("prometheus to scrape both agents 3 times", Duration::from_secs(90), || {
-        get(pport, "/api/v1/query?query=count_over_time(up%5B1m%5D)").map(|(_, b)| b).filter(|b| b.matches("\"value\"").count() == 2 && !b.contains("\"1\"]") && !b.contains("\"2\"]"))
+        prom.query("count_over_time(up[1m])").filter(|b| b.matches("\"value\"").count() == 2 && !b.contains("\"1\"]") && !b.contains("\"2\"]"))
     });
-    let server = format!("http://127.0.0.1:{pport}");
+    let server = format!("http://127.0.0.1:{}", prom.port);
     let mut failures = Vec::new();
     for (title, expr) in queries(&dashboard()) {
         let q = expr.replace("$node", "n1|e1");

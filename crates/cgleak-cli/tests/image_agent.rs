@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::agent::{free_port, scrape, wait_for};
+use common::agent::{free_port, scrape, wait_for, Prometheus};
 use common::kernel::{assert_root, describe, find_program, ScratchCgroup};
 use common::prom::{assert_promtool_accepts, sample};
 use common::runc::{tools, Runc};
@@ -156,26 +156,10 @@ fn real_kernel_agent_runs_from_the_image_under_runc_and_serves_metrics() {
     assert!(sample(&text, "cgleak_memcg_id_limit") == Some(65535.0), "{text}");
     assert_promtool_accepts(&text);
     // A real Prometheus scrapes the image's agent: its series are in Prometheus, `up` is 1.
-    let cfg = work.path().join("prometheus.yml");
-    fs::write(&cfg, format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cgleak\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n        labels: {{node: image-node}}\n")).unwrap();
-    let pport = free_port();
-    let mut prom = Command::new("/usr/bin/prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", work.path().join("prom-data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("/usr/bin/prometheus (Debian package prometheus)");
-    let scraped = std::panic::catch_unwind(|| {
-        wait_for("prometheus to scrape the image's agent", Duration::from_secs(60), || {
-            common::agent::get(pport, "/api/v1/query?query=cgleak_memcg_live%7Bnode%3D%22image-node%22%7D").map(|(_, b)| b).filter(|b| b.contains("\"value\""))
-        })
-    });
-    let up = common::agent::get(pport, "/api/v1/query?query=up%7Bjob%3D%22cgleak%22%7D").map(|(_, b)| b).unwrap_or_default();
-    let _ = prom.kill();
-    let _ = prom.wait();
-    let body = scraped.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let prom = Prometheus::start(&format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cgleak\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n        labels: {{node: image-node}}\n"));
+    let body = wait_for("prometheus to scrape the image's agent", Duration::from_secs(60), || prom.query("cgleak_memcg_live{node=\"image-node\"}").filter(|b| b.contains("\"value\"")));
+    let up = prom.query("up{job=\"cgleak\"}").unwrap_or_default();
+    drop(prom);
     assert!(body.contains("image-node"), "{body}");
     assert!(up.contains("\"1\"]"), "up == 1: {up}");
     // It is the image's binary that runs, in the container's cgroup under the scratch parent.

@@ -255,9 +255,12 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-/// One SVG line chart (no script, no external reference): `lines` of (points, colour,
-/// dashed), scaled to `top`, between times `from` and `to`.
-fn svg_chart(title: &str, lines: &[(&[(f64, f64)], &str, bool)], limit: Option<f64>, from: f64, to: f64) -> String {
+/// A line of an SVG chart: its points (time, value), colour, and whether it is dashed.
+type SvgLine<'a> = (&'a [(f64, f64)], &'a str, bool);
+
+/// One SVG line chart (no script, no external reference): `lines`, scaled to their top,
+/// between times `from` and `to`.
+fn svg_chart(title: &str, lines: &[SvgLine<'_>], limit: Option<f64>, from: f64, to: f64) -> String {
     const W: f64 = 900.0;
     const H: f64 = 240.0;
     const L: f64 = 70.0;

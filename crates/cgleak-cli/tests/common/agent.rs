@@ -110,16 +110,61 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// (status code, body) of GET `path` on 127.0.0.1:`port`; None when there is no answer.
-pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+/// (head, body) of GET `path` on 127.0.0.1:`port`; None when there is no answer.
+pub fn get_with_head(port: u16, path: &str) -> Option<(String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
+    Some((head.to_string(), body.to_string()))
+}
+
+/// (status code, body) of GET `path` on 127.0.0.1:`port`; None when there is no answer.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let (head, body) = get_with_head(port, path)?;
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
+    Some((code, body))
+}
+
+/// A real Prometheus (Debian's `prometheus` package) on a free loopback port, with the
+/// `global`, `rule_files` and `scrape_configs` YAML given; killed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(config_yaml: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, config_yaml).unwrap();
+        let port = free_port();
+        let child = Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("/usr/bin/prometheus (Debian package prometheus)");
+        Prometheus { child, port, _dir: dir }
+    }
+
+    /// The body of the instant query `q` (`/api/v1/query`), None when it does not answer.
+    pub fn query(&self, q: &str) -> Option<String> {
+        let enc: String = q.bytes().map(|b| if b.is_ascii_alphanumeric() || b"_.-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        get(self.port, &format!("/api/v1/query?query={enc}")).map(|(_, b)| b)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The body of GET /metrics when it answers 200.
