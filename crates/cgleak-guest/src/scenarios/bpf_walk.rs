@@ -87,7 +87,18 @@ fn pin_walk_release(ctx: &Ctx, files: &Path, o: &mut Outcome) -> Result<()> {
     }
     sync();
 
-    let w = walk(ctx)?;
+    // rmdir returns before the css goes offline (its reference is killed, then after an RCU
+    // grace period css_killed_work_fn offlines it): on a busy host the last child can still
+    // be online right after. Walk again until every child is offline, for up to 5 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let w = loop {
+        let w = walk(ctx)?;
+        let all_offline = (0..CHILDREN).all(|i| w.find(&parent_rel.join(QOS).join(child_name(i))).is_some_and(|m| !m.online));
+        if all_offline || std::time::Instant::now() >= deadline {
+            break w;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     o.measure("memcgs", w.memcgs.len());
     o.measure("dying", w.dying().count());
     o.measure("kernel_walk_us", w.kernel_time.as_micros() as u64);
