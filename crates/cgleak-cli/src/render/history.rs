@@ -114,6 +114,13 @@ fn draw(s: &Series<'_>, from: f64, to: f64, style: ChartStyle) -> String {
     out
 }
 
+/// How far after the last sample the forecast line is drawn (to the limit, but over at most
+/// half the history's span, an hour at least), and how long until the limit.
+fn projection(first: f64, last: &Sample, f: &Forecast) -> (f64, f64) {
+    let left = f.seconds_to_exhaustion.unwrap_or(0.0);
+    (left.min(((last.at_unix_secs - first) * 0.5).max(3600.0)), left)
+}
+
 /// The charts of `samples` (oldest first) and the forecast from them.
 pub fn history_charts(samples: &[Sample], forecast: Option<&Forecast>, style: ChartStyle) -> String {
     let Some(last) = samples.last() else {
@@ -122,13 +129,11 @@ pub fn history_charts(samples: &[Sample], forecast: Option<&Forecast>, style: Ch
     let first = samples[0].at_unix_secs;
     let limit = last.id_limit as f64;
     let ids: Vec<(f64, f64)> = samples.iter().map(|s| (s.at_unix_secs, s.ids_in_use as f64)).collect();
-    // The forecast line, from the last sample to the limit, drawn over at most half the span.
     let mut projected = Vec::new();
     let mut to = last.at_unix_secs;
     let fc_note = match forecast {
         Some(f) if f.outcome == ForecastOutcome::Approaching => {
-            let left = f.seconds_to_exhaustion.unwrap_or(0.0);
-            let shown = left.min(((last.at_unix_secs - first) * 0.5).max(3600.0));
+            let (shown, left) = projection(first, last, f);
             to = last.at_unix_secs + shown;
             let steps = 64;
             for i in 1..=steps {
@@ -166,13 +171,9 @@ pub fn history_charts(samples: &[Sample], forecast: Option<&Forecast>, style: Ch
     out
 }
 
+/// `9h54m`: whole minutes in the grammar of every duration flag.
 fn human(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    match s {
-        0..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h {}m", s / 3600, s / 60 % 60),
-        _ => format!("{}d {}h", s / 86_400, s / 3600 % 24),
-    }
+    cgleak_readers::duration::human_duration(std::time::Duration::from_secs(secs.max(0.0) as u64 / 60 * 60))
 }
 
 #[cfg(test)]
@@ -327,8 +328,7 @@ pub fn agent_page(figures: &[(&str, String)], samples: &[Sample], forecast: Opti
             let mut to = last.at_unix_secs;
             let mut note = String::new();
             if let Some(f) = forecast.filter(|f| f.outcome == ForecastOutcome::Approaching) {
-                let left = f.seconds_to_exhaustion.unwrap_or(0.0);
-                let shown = left.min(((last.at_unix_secs - first) * 0.5).max(3600.0));
+                let (shown, left) = projection(first, last, f);
                 to = last.at_unix_secs + shown;
                 projected.push((last.at_unix_secs, last.ids_in_use as f64));
                 projected.push((to, (last.ids_in_use as f64 + f.slope_per_hour * shown / 3600.0).min(last.id_limit as f64)));
